@@ -1,0 +1,102 @@
+//! Structured logs: one JSON object per line on stderr, filtered by level.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error = 0,
+    Warn = 1,
+    Info = 2,
+    Debug = 3,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        match s.to_ascii_lowercase().as_str() {
+            "error" => Some(Level::Error),
+            "warn" | "warning" => Some(Level::Warn),
+            "info" => Some(Level::Info),
+            "debug" => Some(Level::Debug),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+pub fn set_level(level: Level) {
+    MAX_LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
+}
+
+/// Builds one log line; kept apart from the writing so it can be tested.
+pub fn format_line(ts: &str, level: Level, event: &str, fields: Map<String, Value>) -> String {
+    let mut obj = Map::with_capacity(fields.len() + 3);
+    obj.insert("ts".into(), Value::from(ts));
+    obj.insert("level".into(), Value::from(level.as_str()));
+    obj.insert("event".into(), Value::from(event));
+    obj.extend(fields);
+    let mut line = Value::Object(obj).to_string();
+    line.push('\n');
+    line
+}
+
+pub fn write(level: Level, event: &str, fields: Map<String, Value>) {
+    let ts = crate::time::rfc3339(crate::time::unix_millis());
+    let line = format_line(&ts, level, event, fields);
+    // A failed write to stderr has nowhere better to be reported.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// `log!(Level::Info, "event_name", "key" => value, ...)`: the fields are only built when the
+/// level is enabled.
+#[macro_export]
+macro_rules! log {
+    ($level:expr, $event:expr $(, $key:expr => $value:expr)* $(,)?) => {
+        if $crate::log::enabled($level) {
+            #[allow(unused_mut)]
+            let mut fields = ::serde_json::Map::new();
+            $( fields.insert(($key).to_string(), ::serde_json::json!($value)); )*
+            $crate::log::write($level, $event, fields);
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_one_json_object() {
+        let mut fields = Map::new();
+        fields.insert("conn".into(), Value::from(7));
+        let line = format_line("2025-01-01T00:00:00.000Z", Level::Warn, "slow_consumer", fields);
+        assert!(line.ends_with('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["event"], "slow_consumer");
+        assert_eq!(v["conn"], 7);
+    }
+
+    #[test]
+    fn levels_parse_and_order() {
+        assert_eq!(Level::parse("DEBUG"), Some(Level::Debug));
+        assert_eq!(Level::parse("nope"), None);
+        assert!(Level::Error < Level::Debug);
+    }
+}
