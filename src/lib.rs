@@ -9,3 +9,5 @@ pub mod http;
 pub mod log;
 pub mod time;
 pub mod ws;
+pub mod broker;
+pub mod protocol;

@@ -1,0 +1,160 @@
+//! One topic: its history ring of encoded event frames and its subscriber set.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use super::ConnId;
+
+/// An event as it went out: its sequence number and the complete frame every subscriber gets.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub frame: Rc<[u8]>,
+}
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: Rc<str>,
+    history: VecDeque<StoredEvent>,
+    history_size: usize,
+    /// The seq of the latest event (0 before the first).
+    last_seq: u64,
+    subscribers: Vec<ConnId>,
+    /// Where each subscriber sits in `subscribers`, for O(1) removal.
+    positions: HashMap<ConnId, usize>,
+}
+
+impl Topic {
+    pub fn new(name: Rc<str>, history_size: usize) -> Topic {
+        Topic {
+            name,
+            history: VecDeque::new(),
+            history_size,
+            last_seq: 0,
+            subscribers: Vec::new(),
+            positions: HashMap::new(),
+        }
+    }
+
+    pub fn subscribers(&self) -> &[ConnId] {
+        &self.subscribers
+    }
+
+    pub fn is_subscribed(&self, conn: ConnId) -> bool {
+        self.positions.contains_key(&conn)
+    }
+
+    /// Adds a subscriber; false if it was already there.
+    pub fn add(&mut self, conn: ConnId) -> bool {
+        if self.positions.contains_key(&conn) {
+            return false;
+        }
+        self.positions.insert(conn, self.subscribers.len());
+        self.subscribers.push(conn);
+        true
+    }
+
+    /// Removes a subscriber; false if it was not there.
+    pub fn remove(&mut self, conn: ConnId) -> bool {
+        let Some(pos) = self.positions.remove(&conn) else { return false };
+        self.subscribers.swap_remove(pos);
+        if let Some(&moved) = self.subscribers.get(pos) {
+            self.positions.insert(moved, pos);
+        }
+        true
+    }
+
+    /// Takes every subscriber out (topic deletion).
+    pub fn drain_subscribers(&mut self) -> Vec<ConnId> {
+        self.positions.clear();
+        std::mem::take(&mut self.subscribers)
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.last_seq + 1
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The seq of the oldest event still held, or `last_seq + 1` when none is.
+    pub fn first_retained_seq(&self) -> u64 {
+        self.history.front().map_or(self.last_seq + 1, |e| e.seq)
+    }
+
+    /// Records a published event, evicting the oldest past the history size.
+    pub fn record(&mut self, frame: Rc<[u8]>) -> u64 {
+        self.last_seq += 1;
+        if self.history_size > 0 {
+            if self.history.len() == self.history_size {
+                self.history.pop_front();
+            }
+            self.history.push_back(StoredEvent { seq: self.last_seq, frame });
+        }
+        self.last_seq
+    }
+
+    /// The newest `n` retained events, oldest first.
+    pub fn last_n(&self, n: u64) -> impl Iterator<Item = &StoredEvent> {
+        let skip = self.history.len().saturating_sub(n.min(usize::MAX as u64) as usize);
+        self.history.iter().skip(skip)
+    }
+
+    /// Retained events with a seq greater than `seq`, oldest first.
+    pub fn since(&self, seq: u64) -> impl Iterator<Item = &StoredEvent> {
+        let skip = seq.saturating_sub(self.first_retained_seq() - 1).min(self.history.len() as u64) as usize;
+        self.history.iter().skip(skip)
+    }
+
+    pub fn history_len(&self) -> usize {
+        self.history.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(i: u64) -> Rc<[u8]> {
+        Rc::from(i.to_string().into_bytes())
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_events_with_growing_seqs() {
+        let mut t = Topic::new("t".into(), 3);
+        assert_eq!(t.first_retained_seq(), 1);
+        for i in 1..=5 {
+            assert_eq!(t.record(frame(i)), i);
+        }
+        let seqs = |it: &mut dyn Iterator<Item = &StoredEvent>| it.map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(t.history_len(), 3);
+        assert_eq!(t.first_retained_seq(), 3);
+        assert_eq!(seqs(&mut t.last_n(2)), [4, 5]);
+        assert_eq!(seqs(&mut t.last_n(1_000_000_000)), [3, 4, 5]);
+        assert_eq!(seqs(&mut t.since(0)), [3, 4, 5]);
+        assert_eq!(seqs(&mut t.since(3)), [4, 5]);
+        assert_eq!(seqs(&mut t.since(5)), Vec::<u64>::new());
+        assert_eq!(seqs(&mut t.since(99)), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn subscribers_are_removed_in_constant_time_and_stay_consistent() {
+        let mut t = Topic::new("t".into(), 0);
+        for c in 0..10 {
+            assert!(t.add(c));
+        }
+        assert!(!t.add(3));
+        assert!(t.remove(0));
+        assert!(!t.remove(0));
+        assert!(t.remove(5));
+        let mut left = t.subscribers().to_vec();
+        left.sort();
+        assert_eq!(left, [1, 2, 3, 4, 6, 7, 8, 9]);
+        for (i, c) in t.subscribers().iter().enumerate() {
+            assert_eq!(t.positions[c], i);
+        }
+        assert_eq!(t.record(frame(1)), 1);
+        assert_eq!(t.history_len(), 0);
+    }
+}
