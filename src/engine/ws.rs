@@ -1,0 +1,267 @@
+//! The WebSocket phase: frames to messages, the pub/sub protocol on top, fan-out with its
+//! backpressure bound, the close handshake and heartbeats.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use super::{slot, Consumed, Engine, Phase};
+use crate::broker::{BrokerError, ConnId};
+use crate::error::ErrorCode;
+use crate::log::Level;
+use crate::outq::{Bound, Chunk};
+use crate::protocol::{self, Ack, ClientMessage, MessageError, Replay};
+use crate::ws::frame::{encode_close, encode_frame, OpCode};
+use crate::ws::{CloseCode, Event, WsError};
+
+/// An echo connection stops being read while this much waits for it (the echo route is exempt
+/// from the event queue bound, which would cut the conformance suite's 16 MiB messages).
+pub const ECHO_OUTQ_PAUSE_BYTES: usize = 32 << 20;
+
+impl<S> Engine<S> {
+    pub(super) fn consume_ws(&mut self, key: usize, buf: &mut [u8], now: Instant) -> Consumed {
+        let mut pos = 0;
+        loop {
+            let conn = &mut self.conns[key];
+            let Phase::WebSocket(ws) = &mut conn.phase else {
+                return Consumed { bytes: buf.len(), phase_changed: false };
+            };
+            if conn.doomed {
+                return Consumed { bytes: buf.len(), phase_changed: false };
+            }
+            match ws.session.decode(&mut buf[pos..]) {
+                Ok((0, None)) => return Consumed { bytes: pos, phase_changed: false },
+                Ok((n, event)) => {
+                    pos += n;
+                    if let Some(event) = event {
+                        self.on_event(key, event, now);
+                    }
+                }
+                Err(e) => {
+                    self.fail(key, e, now);
+                    return Consumed { bytes: buf.len(), phase_changed: false };
+                }
+            }
+        }
+    }
+
+    /// A protocol violation: close with its code and stop reading (RFC 6455 §7.1.7).
+    fn fail(&mut self, key: usize, e: WsError, now: Instant) {
+        let c = &self.conns[key];
+        crate::log!(Level::Info, "websocket_protocol_error", "conn" => c.id, "error" => e.to_string(), "code" => e.close_code().as_u16());
+        if let Phase::WebSocket(ws) = &c.phase {
+            if !ws.close_sent {
+                let frame = encode_close(e.close_code().as_u16(), &e.to_string());
+                self.push(key, Chunk::Owned(frame), Bound::Exempt);
+            }
+        }
+        self.drain(key, now);
+    }
+
+    fn on_event(&mut self, key: usize, event: Event<'_>, now: Instant) {
+        let Phase::WebSocket(ws) = &self.conns[key].phase else { return };
+        let (echo, close_sent) = (ws.echo, ws.close_sent);
+        match event {
+            Event::Ping(payload) => {
+                if !close_sent {
+                    self.push(key, Chunk::Owned(encode_frame(OpCode::Pong, payload)), Bound::Exempt);
+                }
+            }
+            Event::Pong(_) => {}
+            Event::Close(code, _) => {
+                if !close_sent {
+                    let reply = match code {
+                        Some(code) => encode_close(code, ""),
+                        None => encode_frame(OpCode::Close, &[]),
+                    };
+                    self.push(key, Chunk::Owned(reply), Bound::Exempt);
+                }
+                self.drain(key, now);
+            }
+            // After the server's close frame, data is read but ignored (§5.5.1).
+            _ if close_sent => {}
+            Event::Text(text) if echo => {
+                self.push(key, Chunk::Owned(encode_frame(OpCode::Text, &text)), Bound::Exempt);
+            }
+            Event::Binary(data) if echo => {
+                self.push(key, Chunk::Owned(encode_frame(OpCode::Binary, &data)), Bound::Exempt);
+            }
+            Event::Text(text) => self.on_message(key, &text, now),
+            Event::Binary(_) => {
+                let ts = crate::time::rfc3339(crate::time::unix_millis());
+                let e = MessageError::Binary;
+                self.reply(key, protocol::error_frame(None, None, e.code(), &e.to_string(), &ts), now);
+            }
+        }
+    }
+
+    /// Queues a reply to this connection; replies count against its bound like events.
+    fn reply(&mut self, key: usize, frame: Vec<u8>, now: Instant) {
+        self.push(key, Chunk::Owned(frame), Bound::Counted);
+        self.check_bound(key, now);
+    }
+
+    fn on_message(&mut self, key: usize, text: &[u8], now: Instant) {
+        let ts = crate::time::rfc3339(crate::time::unix_millis());
+        let incoming = match protocol::parse(text) {
+            Ok(m) => m,
+            Err(e) => {
+                let rid = protocol::salvage_request_id(text);
+                self.reply(key, protocol::error_frame(rid, None, e.code(), &e.to_string(), &ts), now);
+                return;
+            }
+        };
+        let rid = incoming.request_id;
+        let id = self.conns[key].id;
+        let frame = match incoming.message {
+            ClientMessage::Ping => protocol::pong_frame(rid, &ts),
+            ClientMessage::Subscribe { topic, client_id, replay } => {
+                match self.broker.subscribe(id, &topic, replay) {
+                    Ok(sub) => {
+                        let mut ack = Ack::new(rid, &topic, &ts);
+                        ack.seq = Some(sub.last_seq);
+                        if replay != Replay::None {
+                            ack.replayed = Some(sub.replay.len());
+                        }
+                        if let Some(recovered) = sub.recovered {
+                            ack.recovered = Some(recovered);
+                            ack.first_seq = Some(sub.first_seq);
+                        }
+                        if !sub.newly {
+                            ack.already_subscribed = Some(true);
+                        }
+                        self.reply(key, protocol::text_frame(&ack), now);
+                        self.stats.messages.replayed += sub.replay.len() as u64;
+                        for frame in sub.replay {
+                            self.push(key, Chunk::Shared(frame), Bound::Exempt);
+                        }
+                        crate::log!(Level::Debug, "subscribed", "conn" => id, "topic" => &*topic, "client_id" => &*client_id);
+                        return;
+                    }
+                    Err(e) => broker_error(rid, &topic, &e, &ts),
+                }
+            }
+            ClientMessage::Unsubscribe { topic, .. } => match self.broker.unsubscribe(id, &topic) {
+                Ok(()) => protocol::text_frame(&Ack::new(rid, &topic, &ts)),
+                Err(e) => broker_error(rid, &topic, &e, &ts),
+            },
+            ClientMessage::Publish { topic, id: message_id, payload } => {
+                match self.publish(&topic, &message_id, payload, &ts, now) {
+                    Ok(seq) => {
+                        let mut ack = Ack::new(rid, &topic, &ts);
+                        ack.seq = Some(seq);
+                        protocol::text_frame(&ack)
+                    }
+                    Err(e) => broker_error(rid, &topic, &e, &ts),
+                }
+            }
+        };
+        self.reply(key, frame, now);
+    }
+
+    /// Records the event and queues its one shared frame for every subscriber.
+    fn publish(&mut self, topic: &str, id: &str, payload: &RawValue, ts: &str, now: Instant) -> Result<u64, BrokerError> {
+        let published = self
+            .broker
+            .publish(topic, |seq| Rc::from(protocol::event_frame(topic, id, payload, seq, ts)))?;
+        let seq = published.seq;
+        let frame = published.frame;
+        let mut targets = std::mem::take(&mut self.fanout);
+        targets.clear();
+        targets.extend_from_slice(published.subscribers);
+        self.stats.messages.published += 1;
+        for &sub in &targets {
+            let Some(key) = self.live_ws(sub) else { continue };
+            self.conns[key].outq.push(Chunk::Shared(frame.clone()), Bound::Counted);
+            self.mark_dirty(key);
+            self.stats.messages.delivered += 1;
+            self.check_bound(key, now);
+        }
+        self.fanout = targets;
+        self.reap_slow();
+        Ok(seq)
+    }
+
+    /// The slab key of a WebSocket connection that can still be sent events.
+    pub(super) fn live_ws(&self, id: ConnId) -> Option<usize> {
+        let key = slot(id);
+        let c = self.conns.get(key).filter(|c| c.id == id && !c.doomed)?;
+        match &c.phase {
+            Phase::WebSocket(ws) if !ws.close_sent => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Past `SUBSCRIBER_QUEUE_SIZE` frames or `MAX_QUEUE_BYTES`, the connection is a slow
+    /// consumer: what it has not started receiving is dropped, it gets SLOW_CONSUMER and close
+    /// 1008, and it leaves every topic.
+    pub(super) fn check_bound(&mut self, key: usize, now: Instant) {
+        let c = &mut self.conns[key];
+        let over = c.outq.counted_frames() > self.config.subscriber_queue_size
+            || c.outq.counted_bytes() > self.config.max_queue_bytes;
+        let Phase::WebSocket(ws) = &mut c.phase else { return };
+        if !over || ws.close_sent || ws.echo {
+            return;
+        }
+        let (frames, bytes) = (c.outq.counted_frames(), c.outq.counted_bytes());
+        c.outq.drop_unstarted();
+        let ts = crate::time::rfc3339(crate::time::unix_millis());
+        let message = format!(
+            "outbound queue exceeded ({frames} frames, {bytes} bytes; limits {} frames, {} bytes)",
+            self.config.subscriber_queue_size, self.config.max_queue_bytes
+        );
+        let notice = protocol::error_frame(None, None, ErrorCode::SlowConsumer, &message, &ts);
+        c.outq.push(Chunk::Owned(notice), Bound::Exempt);
+        self.stats.messages.slow_consumer_disconnects += 1;
+        self.slow.push(c.id);
+        crate::log!(Level::Warn, "slow_consumer", "conn" => c.id, "frames" => frames, "bytes" => bytes);
+        self.start_close(key, CloseCode::PolicyViolation, "slow consumer", now);
+    }
+
+    /// Takes slow consumers off every topic (after a fan-out, whose subscriber list it changes).
+    pub(super) fn reap_slow(&mut self) {
+        for id in std::mem::take(&mut self.slow) {
+            self.broker.disconnect(id);
+        }
+    }
+
+    /// The server closes: queue the close frame and wait (bounded) for the peer's.
+    pub(super) fn start_close(&mut self, key: usize, code: CloseCode, reason: &str, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let Phase::WebSocket(ws) = &mut c.phase else { return };
+        if ws.close_sent {
+            return;
+        }
+        ws.close_sent = true;
+        c.outq.push(Chunk::Owned(encode_close(code.as_u16(), reason)), Bound::Exempt);
+        self.mark_dirty(key);
+        self.set_deadline(key, now + self.config.close_linger);
+    }
+
+    /// Pings every WebSocket; closes those silent for two intervals.
+    pub(super) fn heartbeat(&mut self, now: Instant) {
+        let silent_limit = self.config.heartbeat_interval * 2;
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(&c.phase, Phase::WebSocket(ws) if !ws.close_sent) && !c.doomed)
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let c = &self.conns[key];
+            if now.saturating_duration_since(c.last_seen) >= silent_limit {
+                self.stats.messages.heartbeat_timeouts += 1;
+                crate::log!(Level::Info, "heartbeat_timeout", "conn" => c.id);
+                self.doom(key, "heartbeat_timeout");
+            } else {
+                self.push(key, Chunk::Owned(encode_frame(OpCode::Ping, b"")), Bound::Exempt);
+            }
+        }
+    }
+}
+
+fn broker_error(rid: Option<&RawValue>, topic: &str, e: &BrokerError, ts: &str) -> Vec<u8> {
+    use crate::error::HttpFailure;
+    protocol::error_frame(rid, Some(topic), e.code(), &e.to_string(), ts)
+}

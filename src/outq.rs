@@ -1,0 +1,242 @@
+//! A connection's outbound queue: whole frames (shared or owned) waiting for the socket,
+//! written many per `writev`. It counts what the backpressure bound applies to.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::rc::Rc;
+
+/// How many buffers one `writev` takes at most (Linux allows 1024; 64 fills a socket buffer).
+const MAX_IOVECS: usize = 64;
+
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    /// A frame shared with other connections and the topic history (an event).
+    Shared(Rc<[u8]>),
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Shared(b) => b,
+            Chunk::Owned(v) => v,
+        }
+    }
+}
+
+/// Whether a chunk counts against the connection's backpressure bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Counted,
+    /// Replayed history, close frames and the slow-consumer notice.
+    Exempt,
+}
+
+#[derive(Debug)]
+struct Entry {
+    chunk: Chunk,
+    bound: Bound,
+}
+
+/// What one flush did, for the loop's statistics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    pub bytes: usize,
+    pub writev_calls: usize,
+    pub frames: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    entries: VecDeque<Entry>,
+    /// Bytes of the front entry already written.
+    front_written: usize,
+    counted_frames: usize,
+    counted_bytes: usize,
+    bytes: usize,
+}
+
+impl OutQueue {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes not yet written.
+    pub fn bytes(&self) -> usize {
+        self.bytes - self.front_written
+    }
+
+    pub fn counted_frames(&self) -> usize {
+        self.counted_frames
+    }
+
+    pub fn counted_bytes(&self) -> usize {
+        self.counted_bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Heap memory this queue holds for itself (not the shared frames).
+    pub fn footprint(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self
+                .entries
+                .iter()
+                .map(|e| match &e.chunk {
+                    Chunk::Owned(v) => v.capacity(),
+                    Chunk::Shared(_) => 0,
+                })
+                .sum::<usize>()
+    }
+
+    pub fn push(&mut self, chunk: Chunk, bound: Bound) {
+        let len = chunk.bytes().len();
+        if len == 0 {
+            return;
+        }
+        if bound == Bound::Counted {
+            self.counted_frames += 1;
+            self.counted_bytes += len;
+        }
+        self.bytes += len;
+        self.entries.push_back(Entry { chunk, bound });
+    }
+
+    /// Drops every frame not yet started; a partly written one stays so framing stays valid.
+    pub fn drop_unstarted(&mut self) {
+        let keep = usize::from(self.front_written > 0).min(self.entries.len());
+        while self.entries.len() > keep {
+            if let Some(e) = self.entries.pop_back() {
+                self.account_removed(&e);
+            }
+        }
+    }
+
+    fn account_removed(&mut self, e: &Entry) {
+        let len = e.chunk.bytes().len();
+        self.bytes -= len;
+        if e.bound == Bound::Counted {
+            self.counted_frames -= 1;
+            self.counted_bytes -= len;
+        }
+    }
+
+    /// Writes as much as `w` takes, many frames per call. Stops at `WouldBlock` (not an error
+    /// here) or when empty; other errors are returned.
+    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<Flushed> {
+        let mut report = Flushed::default();
+        while !self.entries.is_empty() {
+            let written = {
+                let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut n = 0;
+                for (i, e) in self.entries.iter().take(MAX_IOVECS).enumerate() {
+                    let bytes = e.chunk.bytes();
+                    slices[i] = IoSlice::new(if i == 0 { &bytes[self.front_written..] } else { bytes });
+                    n = i + 1;
+                }
+                match w.write_vectored(&slices[..n]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(k) => k,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            report.writev_calls += 1;
+            report.bytes += written;
+            report.frames += self.consume(written);
+        }
+        if self.entries.is_empty() && self.entries.capacity() > 16 {
+            self.entries = VecDeque::new();
+        }
+        Ok(report)
+    }
+
+    /// Marks `n` bytes as written; returns how many frames were completed.
+    fn consume(&mut self, mut n: usize) -> usize {
+        let mut done = 0;
+        while n > 0 {
+            let Some(front) = self.entries.front() else { break };
+            let left = front.chunk.bytes().len() - self.front_written;
+            if n < left {
+                self.front_written += n;
+                break;
+            }
+            n -= left;
+            self.front_written = 0;
+            if let Some(e) = self.entries.pop_front() {
+                self.account_removed(&e);
+            }
+            done += 1;
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `cap` bytes per call, then blocks after `calls` calls.
+    struct Trickle {
+        out: Vec<u8>,
+        cap: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.calls == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.calls -= 1;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.cap - n);
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_keep_order_and_counts() {
+        let mut q = OutQueue::default();
+        let shared: Rc<[u8]> = Rc::from(&b"abc"[..]);
+        q.push(Chunk::Shared(shared.clone()), Bound::Counted);
+        q.push(Chunk::Owned(b"defg".to_vec()), Bound::Exempt);
+        q.push(Chunk::Shared(shared), Bound::Counted);
+        assert_eq!((q.counted_frames(), q.counted_bytes(), q.bytes()), (2, 6, 10));
+        let mut w = Trickle { out: vec![], cap: 4, calls: 1 };
+        let r = q.write_to(&mut w).unwrap();
+        assert_eq!((r.bytes, r.frames, r.writev_calls), (4, 1, 1));
+        assert_eq!((q.counted_frames(), q.bytes()), (1, 6));
+        q.drop_unstarted();
+        assert_eq!((q.len(), q.bytes(), q.counted_frames()), (1, 3, 0));
+        w.calls = 10;
+        q.write_to(&mut w).unwrap();
+        assert!(q.is_empty());
+        assert_eq!(w.out, b"abcdefg");
+    }
+
+    #[test]
+    fn many_frames_go_in_one_call() {
+        let mut q = OutQueue::default();
+        for _ in 0..100 {
+            q.push(Chunk::Owned(vec![1; 10]), Bound::Counted);
+        }
+        let mut w = Trickle { out: vec![], cap: usize::MAX, calls: 10 };
+        let r = q.write_to(&mut w).unwrap();
+        assert_eq!((r.writev_calls, r.frames, r.bytes), (2, 100, 1000));
+        assert_eq!(q.counted_frames(), 0);
+    }
+}

@@ -1,0 +1,137 @@
+//! Which handler a request goes to: path and method to a `Route`, or the error that says why
+//! there is none. Pure; the handlers live with the engine.
+
+use std::fmt;
+
+use crate::error::{ErrorCode, HttpFailure};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    WebSocket,
+    Echo,
+    ListTopics,
+    CreateTopic,
+    DeleteTopic(String),
+    Health,
+    Stats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    MethodNotAllowed { allow: &'static str },
+    BadPath,
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteError::NotFound => f.write_str("no such endpoint"),
+            RouteError::MethodNotAllowed { allow } => write!(f, "method not allowed here; allowed: {allow}"),
+            RouteError::BadPath => f.write_str("the path is not valid percent-encoded UTF-8"),
+        }
+    }
+}
+
+impl HttpFailure for RouteError {
+    fn status(&self) -> u16 {
+        match self {
+            RouteError::NotFound => 404,
+            RouteError::MethodNotAllowed { .. } => 405,
+            RouteError::BadPath => 400,
+        }
+    }
+
+    fn code(&self) -> ErrorCode {
+        match self {
+            RouteError::NotFound => ErrorCode::NotFound,
+            RouteError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            RouteError::BadPath => ErrorCode::BadRequest,
+        }
+    }
+
+    fn extra_header(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            RouteError::MethodNotAllowed { allow } => Some(("Allow", allow)),
+            _ => None,
+        }
+    }
+}
+
+pub fn resolve(method: &str, path: &str, echo_enabled: bool) -> Result<Route, RouteError> {
+    let only = |allow: &'static str, route: Route| {
+        if allow.split(", ").any(|m| m == method) {
+            Ok(route)
+        } else {
+            Err(RouteError::MethodNotAllowed { allow })
+        }
+    };
+    match path {
+        "/ws" => only("GET", Route::WebSocket),
+        "/echo" if echo_enabled => only("GET", Route::Echo),
+        "/topics" | "/topics/" => match method {
+            "GET" => Ok(Route::ListTopics),
+            "POST" => Ok(Route::CreateTopic),
+            _ => Err(RouteError::MethodNotAllowed { allow: "GET, POST" }),
+        },
+        "/health" => only("GET", Route::Health),
+        "/stats" => only("GET", Route::Stats),
+        _ => match path.strip_prefix("/topics/") {
+            Some(segment) if !segment.contains('/') => {
+                let name = percent_decode(segment).ok_or(RouteError::BadPath)?;
+                only("DELETE", Route::DeleteTopic(name))
+            }
+            _ => Err(RouteError::NotFound),
+        },
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_table() {
+        let cases: &[(&str, &str, Result<Route, RouteError>)] = &[
+            ("GET", "/topics", Ok(Route::ListTopics)),
+            ("POST", "/topics", Ok(Route::CreateTopic)),
+            ("PUT", "/topics", Err(RouteError::MethodNotAllowed { allow: "GET, POST" })),
+            ("DELETE", "/topics/orders", Ok(Route::DeleteTopic("orders".into()))),
+            ("DELETE", "/topics/a%3Ab", Ok(Route::DeleteTopic("a:b".into()))),
+            ("DELETE", "/topics/a%zz", Err(RouteError::BadPath)),
+            ("DELETE", "/topics/a%ff", Err(RouteError::BadPath)),
+            ("GET", "/topics/orders", Err(RouteError::MethodNotAllowed { allow: "DELETE" })),
+            ("DELETE", "/topics/a/b", Err(RouteError::NotFound)),
+            ("GET", "/health", Ok(Route::Health)),
+            ("POST", "/health", Err(RouteError::MethodNotAllowed { allow: "GET" })),
+            ("GET", "/stats", Ok(Route::Stats)),
+            ("GET", "/ws", Ok(Route::WebSocket)),
+            ("GET", "/echo", Err(RouteError::NotFound)),
+            ("GET", "/nope", Err(RouteError::NotFound)),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(&resolve(method, path, false), want, "{method} {path}");
+        }
+        assert_eq!(resolve("GET", "/echo", true), Ok(Route::Echo));
+        assert_eq!(RouteError::MethodNotAllowed { allow: "GET" }.status(), 405);
+    }
+}

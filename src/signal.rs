@@ -1,0 +1,71 @@
+//! SIGTERM and SIGINT as a readable pipe the event loop polls (the self-pipe trick), so a
+//! signal wakes the loop instead of being noticed at the next timeout.
+
+#![allow(unsafe_code)]
+
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use mio::unix::pipe;
+
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(_signum: libc::c_int) {
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is a valid one-byte local. A full
+        // pipe (EAGAIN) means a wake-up is already pending, so the result can be ignored.
+        unsafe {
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+        }
+    }
+}
+
+/// The read end of the signal pipe; register it with the poll and call `drain` when readable.
+pub struct Signals {
+    receiver: pipe::Receiver,
+    _sender: pipe::Sender,
+}
+
+impl Signals {
+    /// Installs handlers for SIGTERM and SIGINT.
+    pub fn install() -> io::Result<Signals> {
+        let (sender, receiver) = pipe::new()?;
+        WAKE_FD.store(sender.as_raw_fd(), Ordering::Relaxed);
+        for signum in [libc::SIGTERM, libc::SIGINT] {
+            // SAFETY: a zeroed sigaction is a valid starting value; the handler only touches an
+            // atomic and calls write(2), both async-signal-safe.
+            let rc = unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(signum, &action, std::ptr::null_mut())
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(Signals { receiver, _sender: sender })
+    }
+
+    pub fn source(&mut self) -> &mut pipe::Receiver {
+        &mut self.receiver
+    }
+
+    /// Empties the pipe; true if a signal had arrived.
+    pub fn drain(&mut self) -> bool {
+        let mut buf = [0u8; 64];
+        let mut got = false;
+        loop {
+            match self.receiver.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(_) => got = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return got,
+            }
+        }
+    }
+}
