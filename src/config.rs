@@ -92,7 +92,9 @@ impl Config {
         let d = Config::default();
         let env = Env { lookup: &lookup };
         let config = Config {
-            host: env.parse("HOST", d.host, "an IPv4 or IPv6 address", |s| s.parse().ok())?,
+            host: env.parse("HOST", d.host, "an IPv4 or IPv6 address", |s| {
+                s.parse().ok()
+            })?,
             port: env.int("PORT", d.port as u64, 0, 65_535)? as u16,
             max_topics: env.size("MAX_TOPICS", d.max_topics, 1, 1_000_000)?,
             max_subscribers_per_topic: env.size(
@@ -101,7 +103,12 @@ impl Config {
                 1,
                 1_000_000,
             )?,
-            topic_history_size: env.size("TOPIC_HISTORY_SIZE", d.topic_history_size, 0, 1_000_000)?,
+            topic_history_size: env.size(
+                "TOPIC_HISTORY_SIZE",
+                d.topic_history_size,
+                0,
+                1_000_000,
+            )?,
             subscriber_queue_size: env.size(
                 "SUBSCRIBER_QUEUE_SIZE",
                 d.subscriber_queue_size,
@@ -110,10 +117,18 @@ impl Config {
             )?,
             max_queue_bytes: env.size("MAX_QUEUE_BYTES", d.max_queue_bytes, 1024, 1 << 30)?,
             max_connections: env.size("MAX_CONNECTIONS", d.max_connections, 1, 1_000_000)?,
-            heartbeat_interval: env.secs("HEARTBEAT_INTERVAL_SECS", d.heartbeat_interval, 1, 3600)?,
-            log_level: env.parse("LOG_LEVEL", d.log_level, "one of error, warn, info, debug", |s| {
-                Level::parse(s)
-            })?,
+            heartbeat_interval: env.secs(
+                "HEARTBEAT_INTERVAL_SECS",
+                d.heartbeat_interval,
+                1,
+                3600,
+            )?,
+            log_level: env.parse(
+                "LOG_LEVEL",
+                d.log_level,
+                "one of error, warn, info, debug",
+                Level::parse,
+            )?,
             max_body_bytes: env.size("MAX_BODY_BYTES", d.max_body_bytes, 1, 16 << 20)?,
             max_header_bytes: env.size("MAX_HEADER_BYTES", d.max_header_bytes, 1024, 1 << 20)?,
             header_timeout: env.secs("HEADER_TIMEOUT_SECS", d.header_timeout, 1, 3600)?,
@@ -162,19 +177,39 @@ impl Env<'_> {
         })
     }
 
-    fn int(&self, variable: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    fn int(
+        &self,
+        variable: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
         let expected = format!("an integer from {min} to {max}");
         self.parse(variable, default, &expected, |s| {
             s.parse::<u64>().ok().filter(|v| (min..=max).contains(v))
         })
     }
 
-    fn size(&self, variable: &'static str, default: usize, min: u64, max: u64) -> Result<usize, ConfigError> {
-        self.int(variable, default as u64, min, max).map(|v| v as usize)
+    fn size(
+        &self,
+        variable: &'static str,
+        default: usize,
+        min: u64,
+        max: u64,
+    ) -> Result<usize, ConfigError> {
+        self.int(variable, default as u64, min, max)
+            .map(|v| v as usize)
     }
 
-    fn secs(&self, variable: &'static str, default: Duration, min: u64, max: u64) -> Result<Duration, ConfigError> {
-        self.int(variable, default.as_secs(), min, max).map(Duration::from_secs)
+    fn secs(
+        &self,
+        variable: &'static str,
+        default: Duration,
+        min: u64,
+        max: u64,
+    ) -> Result<Duration, ConfigError> {
+        self.int(variable, default.as_secs(), min, max)
+            .map(Duration::from_secs)
     }
 }
 
@@ -184,7 +219,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -200,7 +238,14 @@ mod tests {
 
     #[test]
     fn values_are_read() {
-        let c = load(&[("PORT", "0"), ("HOST", "127.0.0.1"), ("MAX_TOPICS", "5"), ("LOG_LEVEL", "debug"), ("ENABLE_ECHO", "true")]).unwrap();
+        let c = load(&[
+            ("PORT", "0"),
+            ("HOST", "127.0.0.1"),
+            ("MAX_TOPICS", "5"),
+            ("LOG_LEVEL", "debug"),
+            ("ENABLE_ECHO", "true"),
+        ])
+        .unwrap();
         assert_eq!(c.port, 0);
         assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(c.max_topics, 5);
@@ -226,6 +271,9 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(var) && text.contains("expected"), "{text}");
         }
-        assert!(load(&[("PORT", "abc")]).unwrap_err().to_string().contains("0 to 65535"));
+        assert!(load(&[("PORT", "abc")])
+            .unwrap_err()
+            .to_string()
+            .contains("0 to 65535"));
     }
 }

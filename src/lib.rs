@@ -5,17 +5,17 @@
 
 #![deny(unsafe_code)]
 
+pub mod broker;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod log;
-pub mod time;
-pub mod ws;
-pub mod broker;
-pub mod protocol;
 pub mod outq;
-pub mod stats;
+pub mod protocol;
 pub mod routes;
-pub mod engine;
 pub mod server;
 pub mod signal;
+pub mod stats;
+pub mod time;
+pub mod ws;

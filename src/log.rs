@@ -85,7 +85,12 @@ mod tests {
     fn a_line_is_one_json_object() {
         let mut fields = Map::new();
         fields.insert("conn".into(), Value::from(7));
-        let line = format_line("2025-01-01T00:00:00.000Z", Level::Warn, "slow_consumer", fields);
+        let line = format_line(
+            "2025-01-01T00:00:00.000Z",
+            Level::Warn,
+            "slow_consumer",
+            fields,
+        );
         assert!(line.ends_with('\n'));
         let v: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["level"], "warn");

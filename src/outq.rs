@@ -133,7 +133,11 @@ impl OutQueue {
                 let mut n = 0;
                 for (i, e) in self.entries.iter().take(MAX_IOVECS).enumerate() {
                     let bytes = e.chunk.bytes();
-                    slices[i] = IoSlice::new(if i == 0 { &bytes[self.front_written..] } else { bytes });
+                    slices[i] = IoSlice::new(if i == 0 {
+                        &bytes[self.front_written..]
+                    } else {
+                        bytes
+                    });
                     n = i + 1;
                 }
                 match w.write_vectored(&slices[..n]) {
@@ -158,7 +162,9 @@ impl OutQueue {
     fn consume(&mut self, mut n: usize) -> usize {
         let mut done = 0;
         while n > 0 {
-            let Some(front) = self.entries.front() else { break };
+            let Some(front) = self.entries.front() else {
+                break;
+            };
             let left = front.chunk.bytes().len() - self.front_written;
             if n < left {
                 self.front_written += n;
@@ -215,8 +221,15 @@ mod tests {
         q.push(Chunk::Shared(shared.clone()), Bound::Counted);
         q.push(Chunk::Owned(b"defg".to_vec()), Bound::Exempt);
         q.push(Chunk::Shared(shared), Bound::Counted);
-        assert_eq!((q.counted_frames(), q.counted_bytes(), q.bytes()), (2, 6, 10));
-        let mut w = Trickle { out: vec![], cap: 4, calls: 1 };
+        assert_eq!(
+            (q.counted_frames(), q.counted_bytes(), q.bytes()),
+            (2, 6, 10)
+        );
+        let mut w = Trickle {
+            out: vec![],
+            cap: 4,
+            calls: 1,
+        };
         let r = q.write_to(&mut w).unwrap();
         assert_eq!((r.bytes, r.frames, r.writev_calls), (4, 1, 1));
         assert_eq!((q.counted_frames(), q.bytes()), (1, 6));
@@ -234,7 +247,11 @@ mod tests {
         for _ in 0..100 {
             q.push(Chunk::Owned(vec![1; 10]), Bound::Counted);
         }
-        let mut w = Trickle { out: vec![], cap: usize::MAX, calls: 10 };
+        let mut w = Trickle {
+            out: vec![],
+            cap: usize::MAX,
+            calls: 10,
+        };
         let r = q.write_to(&mut w).unwrap();
         assert_eq!((r.writev_calls, r.frames, r.bytes), (2, 100, 1000));
         assert_eq!(q.counted_frames(), 0);

@@ -23,9 +23,20 @@ pub enum Replay {
 
 #[derive(Debug)]
 pub enum ClientMessage<'a> {
-    Subscribe { topic: Cow<'a, str>, client_id: Cow<'a, str>, replay: Replay },
-    Unsubscribe { topic: Cow<'a, str>, client_id: Cow<'a, str> },
-    Publish { topic: Cow<'a, str>, id: Cow<'a, str>, payload: &'a RawValue },
+    Subscribe {
+        topic: Cow<'a, str>,
+        client_id: Cow<'a, str>,
+        replay: Replay,
+    },
+    Unsubscribe {
+        topic: Cow<'a, str>,
+        client_id: Cow<'a, str>,
+    },
+    Publish {
+        topic: Cow<'a, str>,
+        id: Cow<'a, str>,
+        payload: &'a RawValue,
+    },
     Ping,
 }
 
@@ -41,7 +52,10 @@ pub struct Incoming<'a> {
 pub enum MessageError {
     NotJson(String),
     MissingField(&'static str),
-    WrongType { field: &'static str, expected: &'static str },
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
     UnknownType(String),
     InvalidUuid,
     InvalidTopicName,
@@ -69,8 +83,12 @@ impl fmt::Display for MessageError {
             MessageError::InvalidTopicName => f.write_str(
                 "topic must be 1 to 128 characters of letters, digits, '.', '_', '-' or ':'",
             ),
-            MessageError::ReplayConflict => f.write_str("last_n and since_seq cannot be used together"),
-            MessageError::Binary => f.write_str("binary messages are not supported: send JSON as text"),
+            MessageError::ReplayConflict => {
+                f.write_str("last_n and since_seq cannot be used together")
+            }
+            MessageError::Binary => {
+                f.write_str("binary messages are not supported: send JSON as text")
+            }
         }
     }
 }
@@ -109,17 +127,25 @@ pub fn salvage_request_id(text: &[u8]) -> Option<&RawValue> {
 
 /// Parses and validates one client text message.
 pub fn parse(text: &[u8]) -> Result<Incoming<'_>, MessageError> {
-    let f: Fields<'_> = serde_json::from_slice(text).map_err(|e| MessageError::NotJson(e.to_string()))?;
+    let f: Fields<'_> =
+        serde_json::from_slice(text).map_err(|e| MessageError::NotJson(e.to_string()))?;
     let kind = required_str(f.kind, "type")?;
     let message = match kind.as_ref() {
         "subscribe" => {
-            let replay = match (optional_u64(f.last_n, "last_n")?, optional_u64(f.since_seq, "since_seq")?) {
+            let replay = match (
+                optional_u64(f.last_n, "last_n")?,
+                optional_u64(f.since_seq, "since_seq")?,
+            ) {
                 (Some(_), Some(_)) => return Err(MessageError::ReplayConflict),
                 (Some(n), None) => Replay::LastN(n),
                 (None, Some(s)) => Replay::SinceSeq(s),
                 (None, None) => Replay::None,
             };
-            ClientMessage::Subscribe { topic: topic(f.topic)?, client_id: required_str(f.client_id, "client_id")?, replay }
+            ClientMessage::Subscribe {
+                topic: topic(f.topic)?,
+                client_id: required_str(f.client_id, "client_id")?,
+                replay,
+            }
         }
         "unsubscribe" => ClientMessage::Unsubscribe {
             topic: topic(f.topic)?,
@@ -128,32 +154,48 @@ pub fn parse(text: &[u8]) -> Result<Incoming<'_>, MessageError> {
         "publish" => {
             let topic = topic(f.topic)?;
             let raw = f.message.ok_or(MessageError::MissingField("message"))?;
-            let m: MessageFields<'_> = serde_json::from_str(raw.get())
-                .map_err(|_| MessageError::WrongType { field: "message", expected: "an object with id and payload" })?;
+            let m: MessageFields<'_> =
+                serde_json::from_str(raw.get()).map_err(|_| MessageError::WrongType {
+                    field: "message",
+                    expected: "an object with id and payload",
+                })?;
             let id = required_str(m.id, "message.id")?;
             if uuid::Uuid::try_parse(&id).is_err() {
                 return Err(MessageError::InvalidUuid);
             }
-            let payload = m.payload.ok_or(MessageError::MissingField("message.payload"))?;
+            let payload = m
+                .payload
+                .ok_or(MessageError::MissingField("message.payload"))?;
             ClientMessage::Publish { topic, id, payload }
         }
         "ping" => ClientMessage::Ping,
         other => return Err(MessageError::UnknownType(other.to_string())),
     };
-    Ok(Incoming { request_id: f.request_id, message })
+    Ok(Incoming {
+        request_id: f.request_id,
+        message,
+    })
 }
 
 fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
     match serde_json::from_str::<&str>(raw.get()) {
         Ok(s) => Some(Cow::Borrowed(s)),
         // Strings with escapes cannot be borrowed.
-        Err(_) => serde_json::from_str::<String>(raw.get()).ok().map(Cow::Owned),
+        Err(_) => serde_json::from_str::<String>(raw.get())
+            .ok()
+            .map(Cow::Owned),
     }
 }
 
-fn required_str<'a>(raw: Option<&'a RawValue>, field: &'static str) -> Result<Cow<'a, str>, MessageError> {
+fn required_str<'a>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+) -> Result<Cow<'a, str>, MessageError> {
     let raw = raw.ok_or(MessageError::MissingField(field))?;
-    string(raw).ok_or(MessageError::WrongType { field, expected: "a string" })
+    string(raw).ok_or(MessageError::WrongType {
+        field,
+        expected: "a string",
+    })
 }
 
 fn topic<'a>(raw: Option<&'a RawValue>) -> Result<Cow<'a, str>, MessageError> {
@@ -168,9 +210,14 @@ fn optional_u64(raw: Option<&RawValue>, field: &'static str) -> Result<Option<u6
     match raw {
         None => Ok(None),
         Some(r) if r.get() == "null" => Ok(None),
-        Some(r) => serde_json::from_str::<u64>(r.get())
-            .map(Some)
-            .map_err(|_| MessageError::WrongType { field, expected: "a non-negative integer" }),
+        Some(r) => {
+            serde_json::from_str::<u64>(r.get())
+                .map(Some)
+                .map_err(|_| MessageError::WrongType {
+                    field,
+                    expected: "a non-negative integer",
+                })
+        }
     }
 }
 
@@ -192,7 +239,12 @@ pub const MAX_SERVER_HEADER: usize = 10;
 /// just before the payload and returns where the frame starts.
 pub fn frame_in_place(buf: &mut [u8]) -> usize {
     let mut header = [0u8; MAX_HEADER_LEN];
-    let n = encode_header(true, OpCode::Text, buf.len() - MAX_SERVER_HEADER, &mut header);
+    let n = encode_header(
+        true,
+        OpCode::Text,
+        buf.len() - MAX_SERVER_HEADER,
+        &mut header,
+    );
     let start = MAX_SERVER_HEADER - n;
     buf[start..MAX_SERVER_HEADER].copy_from_slice(&header[..n]);
     start
@@ -254,12 +306,21 @@ struct ErrorMessage<'a> {
     ts: &'a str,
 }
 
-pub fn error_frame(request_id: Option<&RawValue>, topic: Option<&str>, code: ErrorCode, message: &str, ts: &str) -> Vec<u8> {
+pub fn error_frame(
+    request_id: Option<&RawValue>,
+    topic: Option<&str>,
+    code: ErrorCode,
+    message: &str,
+    ts: &str,
+) -> Vec<u8> {
     text_frame(&ErrorMessage {
         kind: "error",
         request_id,
         topic,
-        error: ErrorBody { code: code.as_str(), message },
+        error: ErrorBody {
+            code: code.as_str(),
+            message,
+        },
         ts,
     })
 }
@@ -274,7 +335,11 @@ struct Pong<'a> {
 }
 
 pub fn pong_frame(request_id: Option<&RawValue>, ts: &str) -> Vec<u8> {
-    text_frame(&Pong { kind: "pong", request_id, ts })
+    text_frame(&Pong {
+        kind: "pong",
+        request_id,
+        ts,
+    })
 }
 
 #[derive(Serialize)]
@@ -288,7 +353,12 @@ struct Info<'a> {
 }
 
 pub fn info_frame(msg: &str, topic: Option<&str>, ts: &str) -> Vec<u8> {
-    text_frame(&Info { kind: "info", msg, topic, ts })
+    text_frame(&Info {
+        kind: "info",
+        msg,
+        topic,
+        ts,
+    })
 }
 
 #[derive(Serialize)]
@@ -330,9 +400,18 @@ mod tests {
     fn parses_the_four_client_messages() {
         let m = parse(br#"{"type":"subscribe","topic":"orders","client_id":"s1","last_n":5,"request_id":"r1"}"#).unwrap();
         assert_eq!(m.request_id.map(|r| r.get()), Some(r#""r1""#));
-        assert!(matches!(m.message, ClientMessage::Subscribe { ref topic, replay: Replay::LastN(5), .. } if topic == "orders"));
-        let m = parse(br#"{"type":"subscribe","topic":"orders","client_id":"s1","since_seq":7}"#).unwrap();
-        assert!(matches!(m.message, ClientMessage::Subscribe { replay: Replay::SinceSeq(7), .. }));
+        assert!(
+            matches!(m.message, ClientMessage::Subscribe { ref topic, replay: Replay::LastN(5), .. } if topic == "orders")
+        );
+        let m = parse(br#"{"type":"subscribe","topic":"orders","client_id":"s1","since_seq":7}"#)
+            .unwrap();
+        assert!(matches!(
+            m.message,
+            ClientMessage::Subscribe {
+                replay: Replay::SinceSeq(7),
+                ..
+            }
+        ));
         let m = parse(br#"{"type":"unsubscribe","topic":"orders","client_id":"s1"}"#).unwrap();
         assert!(matches!(m.message, ClientMessage::Unsubscribe { .. }));
         let m = parse(br#"{"type":"publish","topic":"orders","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":{"a":[1, 2]}}}"#).unwrap();
@@ -340,7 +419,12 @@ mod tests {
             ClientMessage::Publish { payload, .. } => assert_eq!(payload.get(), r#"{"a":[1, 2]}"#),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse(br#"{"type":"ping","request_id":42}"#).unwrap().message, ClientMessage::Ping));
+        assert!(matches!(
+            parse(br#"{"type":"ping","request_id":42}"#)
+                .unwrap()
+                .message,
+            ClientMessage::Ping
+        ));
     }
 
     #[test]
@@ -348,37 +432,85 @@ mod tests {
         assert!(matches!(err("nope"), MessageError::NotJson(_)));
         assert!(matches!(err("[1]"), MessageError::NotJson(_)));
         assert_eq!(err("{}"), MessageError::MissingField("type"));
-        assert_eq!(err(r#"{"type":1}"#), MessageError::WrongType { field: "type", expected: "a string" });
-        assert_eq!(err(r#"{"type":"dance"}"#), MessageError::UnknownType("dance".into()));
-        assert_eq!(err(r#"{"type":"subscribe","client_id":"a"}"#), MessageError::MissingField("topic"));
-        assert_eq!(err(r#"{"type":"subscribe","topic":"a b","client_id":"a"}"#), MessageError::InvalidTopicName);
-        assert_eq!(err(r#"{"type":"subscribe","topic":"a"}"#), MessageError::MissingField("client_id"));
+        assert_eq!(
+            err(r#"{"type":1}"#),
+            MessageError::WrongType {
+                field: "type",
+                expected: "a string"
+            }
+        );
+        assert_eq!(
+            err(r#"{"type":"dance"}"#),
+            MessageError::UnknownType("dance".into())
+        );
+        assert_eq!(
+            err(r#"{"type":"subscribe","client_id":"a"}"#),
+            MessageError::MissingField("topic")
+        );
+        assert_eq!(
+            err(r#"{"type":"subscribe","topic":"a b","client_id":"a"}"#),
+            MessageError::InvalidTopicName
+        );
+        assert_eq!(
+            err(r#"{"type":"subscribe","topic":"a"}"#),
+            MessageError::MissingField("client_id")
+        );
         assert_eq!(
             err(r#"{"type":"subscribe","topic":"a","client_id":"c","last_n":-1}"#),
-            MessageError::WrongType { field: "last_n", expected: "a non-negative integer" }
+            MessageError::WrongType {
+                field: "last_n",
+                expected: "a non-negative integer"
+            }
         );
-        assert_eq!(err(r#"{"type":"subscribe","topic":"a","client_id":"c","last_n":1,"since_seq":2}"#), MessageError::ReplayConflict);
-        assert_eq!(err(r#"{"type":"publish","topic":"a"}"#), MessageError::MissingField("message"));
-        assert_eq!(err(r#"{"type":"publish","topic":"a","message":{"id":"x","payload":1}}"#), MessageError::InvalidUuid);
         assert_eq!(
-            err(r#"{"type":"publish","topic":"a","message":{"id":"550e8400-e29b-41d4-a716-446655440000"}}"#),
+            err(r#"{"type":"subscribe","topic":"a","client_id":"c","last_n":1,"since_seq":2}"#),
+            MessageError::ReplayConflict
+        );
+        assert_eq!(
+            err(r#"{"type":"publish","topic":"a"}"#),
+            MessageError::MissingField("message")
+        );
+        assert_eq!(
+            err(r#"{"type":"publish","topic":"a","message":{"id":"x","payload":1}}"#),
+            MessageError::InvalidUuid
+        );
+        assert_eq!(
+            err(
+                r#"{"type":"publish","topic":"a","message":{"id":"550e8400-e29b-41d4-a716-446655440000"}}"#
+            ),
             MessageError::MissingField("message.payload")
         );
-        assert_eq!(err(MessageError::InvalidUuid.to_string().as_str()).code(), ErrorCode::BadRequest);
-        assert_eq!(MessageError::InvalidUuid.to_string(), "message.id must be a valid UUID");
+        assert_eq!(
+            err(MessageError::InvalidUuid.to_string().as_str()).code(),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            MessageError::InvalidUuid.to_string(),
+            "message.id must be a valid UUID"
+        );
     }
 
     #[test]
     fn escaped_strings_are_decoded() {
         let m = parse(br#"{"type":"unsubscribe","topic":"ord\u0065rs","client_id":"c"}"#).unwrap();
-        assert!(matches!(m.message, ClientMessage::Unsubscribe { ref topic, .. } if topic == "orders"));
+        assert!(
+            matches!(m.message, ClientMessage::Unsubscribe { ref topic, .. } if topic == "orders")
+        );
     }
 
     #[test]
     fn event_frames_carry_the_payload_verbatim() {
         let payload: &RawValue = serde_json::from_str(r#"{ "b" : 1.50 }"#).unwrap();
-        let frame = event_frame("orders", "550e8400-e29b-41d4-a716-446655440000", payload, 3, "2025-01-01T00:00:00.000Z");
-        let h = crate::ws::frame::decode_header(&frame, crate::ws::frame::Role::Client).unwrap().unwrap();
+        let frame = event_frame(
+            "orders",
+            "550e8400-e29b-41d4-a716-446655440000",
+            payload,
+            3,
+            "2025-01-01T00:00:00.000Z",
+        );
+        let h = crate::ws::frame::decode_header(&frame, crate::ws::frame::Role::Client)
+            .unwrap()
+            .unwrap();
         assert_eq!((h.fin, h.opcode), (true, OpCode::Text));
         let body = std::str::from_utf8(&frame[h.header_len..]).unwrap();
         assert_eq!(h.payload_len as usize, body.len());

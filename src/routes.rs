@@ -27,7 +27,9 @@ impl fmt::Display for RouteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RouteError::NotFound => f.write_str("no such endpoint"),
-            RouteError::MethodNotAllowed { allow } => write!(f, "method not allowed here; allowed: {allow}"),
+            RouteError::MethodNotAllowed { allow } => {
+                write!(f, "method not allowed here; allowed: {allow}")
+            }
             RouteError::BadPath => f.write_str("the path is not valid percent-encoded UTF-8"),
         }
     }
@@ -114,15 +116,35 @@ mod tests {
         let cases: &[(&str, &str, Result<Route, RouteError>)] = &[
             ("GET", "/topics", Ok(Route::ListTopics)),
             ("POST", "/topics", Ok(Route::CreateTopic)),
-            ("PUT", "/topics", Err(RouteError::MethodNotAllowed { allow: "GET, POST" })),
-            ("DELETE", "/topics/orders", Ok(Route::DeleteTopic("orders".into()))),
-            ("DELETE", "/topics/a%3Ab", Ok(Route::DeleteTopic("a:b".into()))),
+            (
+                "PUT",
+                "/topics",
+                Err(RouteError::MethodNotAllowed { allow: "GET, POST" }),
+            ),
+            (
+                "DELETE",
+                "/topics/orders",
+                Ok(Route::DeleteTopic("orders".into())),
+            ),
+            (
+                "DELETE",
+                "/topics/a%3Ab",
+                Ok(Route::DeleteTopic("a:b".into())),
+            ),
             ("DELETE", "/topics/a%zz", Err(RouteError::BadPath)),
             ("DELETE", "/topics/a%ff", Err(RouteError::BadPath)),
-            ("GET", "/topics/orders", Err(RouteError::MethodNotAllowed { allow: "DELETE" })),
+            (
+                "GET",
+                "/topics/orders",
+                Err(RouteError::MethodNotAllowed { allow: "DELETE" }),
+            ),
             ("DELETE", "/topics/a/b", Err(RouteError::NotFound)),
             ("GET", "/health", Ok(Route::Health)),
-            ("POST", "/health", Err(RouteError::MethodNotAllowed { allow: "GET" })),
+            (
+                "POST",
+                "/health",
+                Err(RouteError::MethodNotAllowed { allow: "GET" }),
+            ),
             ("GET", "/stats", Ok(Route::Stats)),
             ("GET", "/ws", Ok(Route::WebSocket)),
             ("GET", "/echo", Err(RouteError::NotFound)),

@@ -39,9 +39,11 @@ impl Server {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(SocketAddr::new(config.host, config.port))?;
         let local_addr = listener.local_addr()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut signals = Signals::install()?;
-        poll.registry().register(signals.source(), SIGNALS, Interest::READABLE)?;
+        poll.registry()
+            .register(signals.source(), SIGNALS, Interest::READABLE)?;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -71,8 +73,15 @@ impl Server {
             if let Some(t) = self.accept_paused_until {
                 wake = wake.min(t);
             }
-            let timeout = if self.resume.is_empty() { wake.saturating_duration_since(now) } else { Duration::ZERO };
-            match self.poll.poll(&mut events, Some(timeout + Duration::from_micros(500))) {
+            let timeout = if self.resume.is_empty() {
+                wake.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            match self
+                .poll
+                .poll(&mut events, Some(timeout + Duration::from_micros(500)))
+            {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -125,7 +134,9 @@ impl Server {
     }
 
     fn accept(&mut self, now: Instant) {
-        let Some(listener) = self.listener.as_ref() else { return };
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
         if self.accept_paused_until.is_some() {
             return;
         }
@@ -136,7 +147,10 @@ impl Server {
                     let key = self.engine.open(stream, peer.ip(), now);
                     let registry = self.poll.registry();
                     if let Some(conn) = self.engine.conn_mut(key) {
-                        if registry.register(&mut conn.socket, Token(key), Interest::READABLE).is_err() {
+                        if registry
+                            .register(&mut conn.socket, Token(key), Interest::READABLE)
+                            .is_err()
+                        {
                             self.engine.socket_failed(key);
                         }
                     }
@@ -162,7 +176,9 @@ impl Server {
                 }
                 return;
             }
-            let Some(conn) = self.engine.conn_mut(key) else { return };
+            let Some(conn) = self.engine.conn_mut(key) else {
+                return;
+            };
             match conn.socket.read(&mut self.scratch) {
                 Ok(0) => {
                     self.engine.peer_closed(key, now);
@@ -200,7 +216,9 @@ impl Server {
     }
 
     fn flush(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.engine.conn_mut(key) else { return };
+        let Some(conn) = self.engine.conn_mut(key) else {
+            return;
+        };
         let report = match conn.outq.write_to(&mut conn.socket) {
             Ok(r) => r,
             Err(_) => {
@@ -210,9 +228,18 @@ impl Server {
         };
         let pending = !conn.outq.is_empty();
         if pending != conn.writable_registered {
-            let interest = if pending { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            let interest = if pending {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
             conn.writable_registered = pending;
-            if self.poll.registry().reregister(&mut conn.socket, Token(key), interest).is_err() {
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.socket, Token(key), interest)
+                .is_err()
+            {
                 self.engine.socket_failed(key);
                 return;
             }

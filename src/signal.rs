@@ -48,7 +48,10 @@ impl Signals {
                 return Err(io::Error::last_os_error());
             }
         }
-        Ok(Signals { receiver, _sender: sender })
+        Ok(Signals {
+            receiver,
+            _sender: sender,
+        })
     }
 
     pub fn source(&mut self) -> &mut pipe::Receiver {

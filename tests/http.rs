@@ -13,30 +13,52 @@ use serde_json::json;
 fn rest_api_as_in_the_reference_document() {
     let server = Server::start();
     let (status, v) = server.request("POST", "/topics", Some(r#"{"name": "orders"}"#));
-    assert_eq!((status, v), (201, json!({"status": "created", "topic": "orders"})));
+    assert_eq!(
+        (status, v),
+        (201, json!({"status": "created", "topic": "orders"}))
+    );
     server.create_topic("alpha");
     let (status, v) = server.request("POST", "/topics", Some(r#"{"name":"orders"}"#));
-    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("TOPIC_EXISTS")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("TOPIC_EXISTS"))
+    );
     assert_eq!(
         server.get("/topics"),
         json!({"topics": [{"name": "alpha", "subscribers": 0}, {"name": "orders", "subscribers": 0}]})
     );
     let health = server.get("/health");
-    assert_eq!((health["topics"].as_u64(), health["subscribers"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (health["topics"].as_u64(), health["subscribers"].as_u64()),
+        (Some(2), Some(0))
+    );
     assert!(health["uptime_sec"].is_u64());
     let stats = server.get("/stats");
     assert_eq!(stats["topics"]["orders"]["messages"], 0);
     assert_eq!(stats["topics"]["orders"]["subscribers"], 0);
     let (status, v) = server.request("DELETE", "/topics/orders", None);
-    assert_eq!((status, v), (200, json!({"status": "deleted", "topic": "orders"})));
+    assert_eq!(
+        (status, v),
+        (200, json!({"status": "deleted", "topic": "orders"}))
+    );
     let (status, v) = server.request("DELETE", "/topics/orders", None);
-    assert_eq!((status, v["error"]["code"].as_str()), (404, Some("TOPIC_NOT_FOUND")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("TOPIC_NOT_FOUND"))
+    );
 }
 
 #[test]
 fn bad_topic_bodies_are_400_with_a_json_error() {
     let server = Server::start();
-    for body in [r#"{"name": ""}"#, r#"{"name": "a b"}"#, r#"{"name": 5}"#, r#"{}"#, "not json", r#"{"name":"x""#] {
+    for body in [
+        r#"{"name": ""}"#,
+        r#"{"name": "a b"}"#,
+        r#"{"name": 5}"#,
+        r#"{}"#,
+        "not json",
+        r#"{"name":"x""#,
+    ] {
         let (status, v) = server.request("POST", "/topics", Some(body));
         assert_eq!(status, 400, "{body}");
         assert_eq!(v["error"]["code"], "BAD_REQUEST", "{body}");
@@ -54,21 +76,36 @@ fn topic_limit_is_a_403_limit_exceeded() {
     server.create_topic("a");
     server.create_topic("b");
     let (status, v) = server.request("POST", "/topics", Some(r#"{"name":"c"}"#));
-    assert_eq!((status, v["error"]["code"].as_str()), (403, Some("LIMIT_EXCEEDED")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (403, Some("LIMIT_EXCEEDED"))
+    );
 }
 
 #[test]
 fn unknown_paths_and_wrong_methods() {
     let server = Server::start();
     let mut s = server.connect();
-    s.write_all(b"GET /nowhere HTTP/1.1\r\n\r\nPUT /topics HTTP/1.1\r\n\r\nPOST /health HTTP/1.1\r\n\r\n").unwrap();
+    s.write_all(
+        b"GET /nowhere HTTP/1.1\r\n\r\nPUT /topics HTTP/1.1\r\n\r\nPOST /health HTTP/1.1\r\n\r\n",
+    )
+    .unwrap();
     let r = read_response(&mut s);
-    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
     let r = read_response(&mut s);
-    assert_eq!((r.status, r.header("allow").as_deref()), (405, Some("GET, POST")));
+    assert_eq!(
+        (r.status, r.header("allow").as_deref()),
+        (405, Some("GET, POST"))
+    );
     let r = read_response(&mut s);
     assert_eq!((r.status, r.header("allow").as_deref()), (405, Some("GET")));
-    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
 }
 
 #[test]
@@ -92,7 +129,10 @@ fn a_request_dribbled_one_byte_at_a_time() {
     let server = Server::start();
     let mut s = server.connect();
     let body = r#"{"name":"slowly"}"#;
-    let req = format!("POST /topics HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let req = format!(
+        "POST /topics HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     for b in req.as_bytes() {
         s.write_all(&[*b]).unwrap();
         std::thread::sleep(Duration::from_millis(1));
@@ -120,7 +160,8 @@ fn keep_alive_serves_many_requests_on_one_connection() {
 fn http_1_0_closes_unless_asked_to_keep_alive() {
     let server = Server::start();
     let mut s = server.connect();
-    s.write_all(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    s.write_all(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut s);
     assert!(r.head.starts_with("HTTP/1.0 200"));
     assert_eq!(r.header("connection").as_deref(), Some("keep-alive"));
@@ -137,7 +178,12 @@ fn chunked_bodies_and_expect_continue() {
     let r = read_response(&mut s);
     assert_eq!((r.status, r.json()["topic"].as_str()), (201, Some("chu")));
     let body = r#"{"name":"cont"}"#;
-    write!(s, "POST /topics HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    write!(
+        s,
+        "POST /topics HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     let r = read_response(&mut s);
     assert_eq!(r.status, 100);
     s.write_all(body.as_bytes()).unwrap();
@@ -147,21 +193,38 @@ fn chunked_bodies_and_expect_continue() {
 #[test]
 fn limits_and_malformed_requests_get_their_status_and_others_are_still_served() {
     let server = Server::start_with(&[("MAX_BODY_BYTES", "1024")]);
-    let big_header = format!("GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
-    let big_body = format!("POST /topics HTTP/1.1\r\nContent-Length: 5000\r\n\r\n{}", "a".repeat(5000));
+    let big_header = format!(
+        "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let big_body = format!(
+        "POST /topics HTTP/1.1\r\nContent-Length: 5000\r\n\r\n{}",
+        "a".repeat(5000)
+    );
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (b"GARBAGE\r\n\r\n".to_vec(), 400, "BAD_REQUEST"),
-        (b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n".to_vec(), 400, "BAD_REQUEST"),
+        (
+            b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n".to_vec(),
+            400,
+            "BAD_REQUEST",
+        ),
         (b"GET /health HTTP/3.0\r\n\r\n".to_vec(), 400, "BAD_REQUEST"),
         (big_header.into_bytes(), 431, "HEADERS_TOO_LARGE"),
         (big_body.into_bytes(), 413, "PAYLOAD_TOO_LARGE"),
-        (b"POST /topics HTTP/1.1\r\nContent-Length: -1\r\n\r\n".to_vec(), 400, "BAD_REQUEST"),
+        (
+            b"POST /topics HTTP/1.1\r\nContent-Length: -1\r\n\r\n".to_vec(),
+            400,
+            "BAD_REQUEST",
+        ),
     ];
     for (raw, status, code) in cases {
         let mut s = server.connect();
         s.write_all(&raw).unwrap();
         let r = read_response(&mut s);
-        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (status, Some(code)));
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].as_str()),
+            (status, Some(code))
+        );
         assert_eq!(r.header("connection").as_deref(), Some("close"));
         read_to_close(&mut s);
         assert_eq!(server.get("/health")["topics"], 0);
@@ -195,7 +258,10 @@ fn connections_past_the_limit_get_503() {
     let mut extra = server.connect();
     extra.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
     let r = read_response(&mut extra);
-    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (503, Some("SERVICE_UNAVAILABLE")));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (503, Some("SERVICE_UNAVAILABLE"))
+    );
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(server.get("/health")["topics"], 0);
@@ -211,8 +277,15 @@ fn sigterm_exits_zero() {
 
 #[test]
 fn invalid_configuration_exits_2_naming_the_variable() {
-    for (var, value, range) in [("PORT", "abc", "0 to 65535"), ("MAX_TOPICS", "-1", "1 to"), ("SUBSCRIBER_QUEUE_SIZE", "0", "1 to")] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pubsub")).env(var, value).output().unwrap();
+    for (var, value, range) in [
+        ("PORT", "abc", "0 to 65535"),
+        ("MAX_TOPICS", "-1", "1 to"),
+        ("SUBSCRIBER_QUEUE_SIZE", "0", "1 to"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pubsub"))
+            .env(var, value)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{var}={value}");
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(text.contains(var) && text.contains(range), "{text}");

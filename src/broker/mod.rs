@@ -22,7 +22,9 @@ pub const MAX_TOPIC_NAME: usize = 128;
 /// Topic names: 1 to 128 characters of ASCII letters, digits, `.`, `_`, `-` and `:`.
 pub fn is_valid_topic_name(name: &str) -> bool {
     (1..=MAX_TOPIC_NAME).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +52,15 @@ impl fmt::Display for BrokerError {
             ),
             BrokerError::TopicExists(t) => write!(f, "topic '{t}' already exists"),
             BrokerError::TopicNotFound(t) => write!(f, "topic '{t}' does not exist"),
-            BrokerError::TopicLimit(max) => write!(f, "the server already holds its maximum of {max} topics"),
-            BrokerError::SubscriberLimit(max) => write!(f, "the topic already has its maximum of {max} subscribers"),
-            BrokerError::NotSubscribed(t) => write!(f, "this connection is not subscribed to topic '{t}'"),
+            BrokerError::TopicLimit(max) => {
+                write!(f, "the server already holds its maximum of {max} topics")
+            }
+            BrokerError::SubscriberLimit(max) => {
+                write!(f, "the topic already has its maximum of {max} subscribers")
+            }
+            BrokerError::NotSubscribed(t) => {
+                write!(f, "this connection is not subscribed to topic '{t}'")
+            }
         }
     }
 }
@@ -73,7 +81,9 @@ impl HttpFailure for BrokerError {
             BrokerError::InvalidTopicName => ErrorCode::BadRequest,
             BrokerError::TopicExists(_) => ErrorCode::TopicExists,
             BrokerError::TopicNotFound(_) => ErrorCode::TopicNotFound,
-            BrokerError::TopicLimit(_) | BrokerError::SubscriberLimit(_) => ErrorCode::LimitExceeded,
+            BrokerError::TopicLimit(_) | BrokerError::SubscriberLimit(_) => {
+                ErrorCode::LimitExceeded
+            }
             BrokerError::NotSubscribed(_) => ErrorCode::NotSubscribed,
         }
     }
@@ -157,14 +167,19 @@ impl Broker {
             return Err(BrokerError::TopicLimit(self.limits.max_topics));
         }
         let name: Rc<str> = Rc::from(name);
-        let key = self.topics.insert(Topic::new(name.clone(), self.limits.history_size));
+        let key = self
+            .topics
+            .insert(Topic::new(name.clone(), self.limits.history_size));
         self.by_name.insert(name, key);
         Ok(())
     }
 
     /// Deletes a topic and returns its former subscribers (to be told).
     pub fn delete_topic(&mut self, name: &str) -> Result<Vec<ConnId>, BrokerError> {
-        let key = self.by_name.remove(name).ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))?;
+        let key = self
+            .by_name
+            .remove(name)
+            .ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))?;
         let mut topic = self.topics.remove(key);
         let subscribers = topic.drain_subscribers();
         for &conn in &subscribers {
@@ -174,17 +189,28 @@ impl Broker {
     }
 
     fn key(&self, name: &str) -> Result<usize, BrokerError> {
-        self.by_name.get(name).copied().ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))
     }
 
-    pub fn subscribe(&mut self, conn: ConnId, name: &str, replay: Replay) -> Result<Subscribed, BrokerError> {
+    pub fn subscribe(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        replay: Replay,
+    ) -> Result<Subscribed, BrokerError> {
         let key = self.key(name)?;
         let topic = &mut self.topics[key];
         let newly = !topic.is_subscribed(conn);
         if newly && topic.subscribers().len() >= self.limits.max_subscribers_per_topic {
-            return Err(BrokerError::SubscriberLimit(self.limits.max_subscribers_per_topic));
+            return Err(BrokerError::SubscriberLimit(
+                self.limits.max_subscribers_per_topic,
+            ));
         }
-        let frames = |it: &mut dyn Iterator<Item = &StoredEvent>| it.map(|e| e.frame.clone()).collect();
+        let frames =
+            |it: &mut dyn Iterator<Item = &StoredEvent>| it.map(|e| e.frame.clone()).collect();
         let last_seq = topic.last_seq();
         let first_seq = topic.first_retained_seq();
         let (replay, recovered) = match replay {
@@ -200,7 +226,13 @@ impl Broker {
             self.by_conn.entry(conn).or_default().push(key);
             self.subscriptions += 1;
         }
-        Ok(Subscribed { newly, replay, last_seq, recovered, first_seq })
+        Ok(Subscribed {
+            newly,
+            replay,
+            last_seq,
+            recovered,
+            first_seq,
+        })
     }
 
     pub fn unsubscribe(&mut self, conn: ConnId, name: &str) -> Result<(), BrokerError> {
@@ -214,7 +246,9 @@ impl Broker {
 
     /// Removes a connection from every topic it is on: O(its topics).
     pub fn disconnect(&mut self, conn: ConnId) {
-        let Some(keys) = self.by_conn.remove(&conn) else { return };
+        let Some(keys) = self.by_conn.remove(&conn) else {
+            return;
+        };
         for key in keys {
             if self.topics[key].remove(conn) {
                 self.subscriptions -= 1;
@@ -235,12 +269,20 @@ impl Broker {
     }
 
     /// Records an event whose frame `encode` builds from its seq, and returns who receives it.
-    pub fn publish(&mut self, name: &str, encode: impl FnOnce(u64) -> Rc<[u8]>) -> Result<Published<'_>, BrokerError> {
+    pub fn publish(
+        &mut self,
+        name: &str,
+        encode: impl FnOnce(u64) -> Rc<[u8]>,
+    ) -> Result<Published<'_>, BrokerError> {
         let key = self.key(name)?;
         let topic = &mut self.topics[key];
         let frame = encode(topic.next_seq());
         let seq = topic.record(frame.clone());
-        Ok(Published { seq, frame, subscribers: topic.subscribers() })
+        Ok(Published {
+            seq,
+            frame,
+            subscribers: topic.subscribers(),
+        })
     }
 
     /// Checks that both indexes agree and the counts are right (tests and fuzzing).
@@ -251,11 +293,21 @@ impl Broker {
                 return Err(format!("topic {} missing from the name index", topic.name));
             }
             if topic.history_len() > self.limits.history_size {
-                return Err(format!("topic {} holds more history than allowed", topic.name));
+                return Err(format!(
+                    "topic {} holds more history than allowed",
+                    topic.name
+                ));
             }
             for conn in topic.subscribers() {
-                if !self.by_conn.get(conn).is_some_and(|keys| keys.contains(&key)) {
-                    return Err(format!("conn {conn} on {} but not in the connection index", topic.name));
+                if !self
+                    .by_conn
+                    .get(conn)
+                    .is_some_and(|keys| keys.contains(&key))
+                {
+                    return Err(format!(
+                        "conn {conn} on {} but not in the connection index",
+                        topic.name
+                    ));
                 }
             }
             total += topic.subscribers().len();
@@ -265,8 +317,14 @@ impl Broker {
                 return Err(format!("conn {conn} has an empty entry"));
             }
             for key in keys {
-                if !self.topics.get(*key).is_some_and(|t| t.is_subscribed(*conn)) {
-                    return Err(format!("conn {conn} indexed on topic {key} it is not subscribed to"));
+                if !self
+                    .topics
+                    .get(*key)
+                    .is_some_and(|t| t.is_subscribed(*conn))
+                {
+                    return Err(format!(
+                        "conn {conn} indexed on topic {key} it is not subscribed to"
+                    ));
                 }
             }
         }
@@ -282,11 +340,17 @@ mod tests {
     use super::*;
 
     fn broker() -> Broker {
-        Broker::new(BrokerLimits { max_topics: 3, max_subscribers_per_topic: 2, history_size: 4 })
+        Broker::new(BrokerLimits {
+            max_topics: 3,
+            max_subscribers_per_topic: 2,
+            history_size: 4,
+        })
     }
 
     fn publish(b: &mut Broker, topic: &str) -> (u64, Vec<ConnId>) {
-        let p = b.publish(topic, |seq| Rc::from(seq.to_string().into_bytes())).unwrap();
+        let p = b
+            .publish(topic, |seq| Rc::from(seq.to_string().into_bytes()))
+            .unwrap();
         assert_eq!(&*p.frame, p.seq.to_string().as_bytes());
         (p.seq, p.subscribers.to_vec())
     }
@@ -303,20 +367,32 @@ mod tests {
     fn create_delete_and_limits() {
         let mut b = broker();
         b.create_topic("a").unwrap();
-        assert_eq!(b.create_topic("a"), Err(BrokerError::TopicExists("a".into())));
+        assert_eq!(
+            b.create_topic("a"),
+            Err(BrokerError::TopicExists("a".into()))
+        );
         assert_eq!(b.create_topic("no way"), Err(BrokerError::InvalidTopicName));
         b.create_topic("b").unwrap();
         b.create_topic("c").unwrap();
         assert_eq!(b.create_topic("d"), Err(BrokerError::TopicLimit(3)));
-        assert_eq!(b.topics().iter().map(|t| &*t.name).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(
+            b.topics().iter().map(|t| &*t.name).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
         b.subscribe(1, "a", Replay::None).unwrap();
         b.subscribe(2, "a", Replay::None).unwrap();
-        assert_eq!(b.subscribe(3, "a", Replay::None).unwrap_err(), BrokerError::SubscriberLimit(2));
+        assert_eq!(
+            b.subscribe(3, "a", Replay::None).unwrap_err(),
+            BrokerError::SubscriberLimit(2)
+        );
         let mut gone = b.delete_topic("a").unwrap();
         gone.sort();
         assert_eq!(gone, [1, 2]);
         assert_eq!(b.subscription_count(), 0);
-        assert_eq!(b.delete_topic("a"), Err(BrokerError::TopicNotFound("a".into())));
+        assert_eq!(
+            b.delete_topic("a"),
+            Err(BrokerError::TopicNotFound("a".into()))
+        );
         b.check_invariants().unwrap();
     }
 
@@ -336,7 +412,10 @@ mod tests {
         assert_eq!(b.subscription_count(), 3);
         b.disconnect(2);
         assert_eq!(publish(&mut b, "a"), (2, vec![1]));
-        assert_eq!(b.unsubscribe(1, "b"), Err(BrokerError::NotSubscribed("b".into())));
+        assert_eq!(
+            b.unsubscribe(1, "b"),
+            Err(BrokerError::NotSubscribed("b".into()))
+        );
         b.unsubscribe(1, "a").unwrap();
         assert_eq!(b.subscription_count(), 0);
         assert_eq!(b.topics_of(1), 0);
@@ -345,20 +424,38 @@ mod tests {
 
     #[test]
     fn replay_and_resume() {
-        let mut b = Broker::new(BrokerLimits { max_topics: 1, max_subscribers_per_topic: 10, history_size: 4 });
+        let mut b = Broker::new(BrokerLimits {
+            max_topics: 1,
+            max_subscribers_per_topic: 10,
+            history_size: 4,
+        });
         b.create_topic("a").unwrap();
         for _ in 0..6 {
             publish(&mut b, "a");
         }
-        let text = |s: &Subscribed| s.replay.iter().map(|f| String::from_utf8(f.to_vec()).unwrap()).collect::<Vec<_>>();
+        let text = |s: &Subscribed| {
+            s.replay
+                .iter()
+                .map(|f| String::from_utf8(f.to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        };
         let s = b.subscribe(1, "a", Replay::LastN(2)).unwrap();
-        assert_eq!((text(&s), s.last_seq), (vec!["5".to_string(), "6".into()], 6));
+        assert_eq!(
+            (text(&s), s.last_seq),
+            (vec!["5".to_string(), "6".into()], 6)
+        );
         let s = b.subscribe(2, "a", Replay::LastN(1_000_000_000)).unwrap();
         assert_eq!(text(&s), ["3", "4", "5", "6"]);
         let s = b.subscribe(3, "a", Replay::SinceSeq(4)).unwrap();
-        assert_eq!((text(&s), s.recovered), (vec!["5".to_string(), "6".into()], Some(true)));
+        assert_eq!(
+            (text(&s), s.recovered),
+            (vec!["5".to_string(), "6".into()], Some(true))
+        );
         let s = b.subscribe(4, "a", Replay::SinceSeq(1)).unwrap();
-        assert_eq!((text(&s).len(), s.recovered, s.first_seq), (4, Some(false), 3));
+        assert_eq!(
+            (text(&s).len(), s.recovered, s.first_seq),
+            (4, Some(false), 3)
+        );
         let s = b.subscribe(5, "a", Replay::SinceSeq(2)).unwrap();
         assert_eq!(s.recovered, Some(true));
         let s = b.subscribe(6, "a", Replay::SinceSeq(6)).unwrap();

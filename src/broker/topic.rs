@@ -56,7 +56,9 @@ impl Topic {
 
     /// Removes a subscriber; false if it was not there.
     pub fn remove(&mut self, conn: ConnId) -> bool {
-        let Some(pos) = self.positions.remove(&conn) else { return false };
+        let Some(pos) = self.positions.remove(&conn) else {
+            return false;
+        };
         self.subscribers.swap_remove(pos);
         if let Some(&moved) = self.subscribers.get(pos) {
             self.positions.insert(moved, pos);
@@ -90,20 +92,28 @@ impl Topic {
             if self.history.len() == self.history_size {
                 self.history.pop_front();
             }
-            self.history.push_back(StoredEvent { seq: self.last_seq, frame });
+            self.history.push_back(StoredEvent {
+                seq: self.last_seq,
+                frame,
+            });
         }
         self.last_seq
     }
 
     /// The newest `n` retained events, oldest first.
     pub fn last_n(&self, n: u64) -> impl Iterator<Item = &StoredEvent> {
-        let skip = self.history.len().saturating_sub(n.min(usize::MAX as u64) as usize);
+        let skip = self
+            .history
+            .len()
+            .saturating_sub(n.min(usize::MAX as u64) as usize);
         self.history.iter().skip(skip)
     }
 
     /// Retained events with a seq greater than `seq`, oldest first.
     pub fn since(&self, seq: u64) -> impl Iterator<Item = &StoredEvent> {
-        let skip = seq.saturating_sub(self.first_retained_seq() - 1).min(self.history.len() as u64) as usize;
+        let skip = seq
+            .saturating_sub(self.first_retained_seq() - 1)
+            .min(self.history.len() as u64) as usize;
         self.history.iter().skip(skip)
     }
 
@@ -127,7 +137,8 @@ mod tests {
         for i in 1..=5 {
             assert_eq!(t.record(frame(i)), i);
         }
-        let seqs = |it: &mut dyn Iterator<Item = &StoredEvent>| it.map(|e| e.seq).collect::<Vec<_>>();
+        let seqs =
+            |it: &mut dyn Iterator<Item = &StoredEvent>| it.map(|e| e.seq).collect::<Vec<_>>();
         assert_eq!(t.history_len(), 3);
         assert_eq!(t.first_retained_seq(), 3);
         assert_eq!(seqs(&mut t.last_n(2)), [4, 5]);

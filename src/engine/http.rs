@@ -74,11 +74,17 @@ impl<S> Engine<S> {
         loop {
             let conn = &mut self.conns[key];
             if conn.doomed || conn.outq.bytes() >= HTTP_OUTQ_PAUSE_BYTES {
-                return Consumed { bytes: pos, phase_changed: false };
+                return Consumed {
+                    bytes: pos,
+                    phase_changed: false,
+                };
             }
             let was_idle = pos == 0 && conn.inbuf.is_empty();
             let Phase::Http(state) = &mut conn.phase else {
-                return Consumed { bytes: pos, phase_changed: true };
+                return Consumed {
+                    bytes: pos,
+                    phase_changed: true,
+                };
             };
             match parse_request(&buf[pos..], &limits) {
                 Ok(Parsed::Partial { expects_continue }) => {
@@ -91,7 +97,10 @@ impl<S> Engine<S> {
                         // The first bytes of a new request start the header clock.
                         self.set_deadline(key, now + self.config.header_timeout);
                     }
-                    return Consumed { bytes: pos, phase_changed: false };
+                    return Consumed {
+                        bytes: pos,
+                        phase_changed: false,
+                    };
                 }
                 Ok(Parsed::Complete(request, used)) => {
                     *state = HttpState::default();
@@ -104,22 +113,35 @@ impl<S> Engine<S> {
                             self.push(key, Chunk::Owned(bytes), Bound::Counted);
                             if !keep_alive {
                                 self.drain(key, now);
-                                return Consumed { bytes: buf.len(), phase_changed: false };
+                                return Consumed {
+                                    bytes: buf.len(),
+                                    phase_changed: false,
+                                };
                             }
                             let idle = pos == buf.len();
-                            let timeout = if idle { self.config.idle_timeout } else { self.config.header_timeout };
+                            let timeout = if idle {
+                                self.config.idle_timeout
+                            } else {
+                                self.config.header_timeout
+                            };
                             self.set_deadline(key, now + timeout);
                         }
                         Answer::Upgrade { accept, echo } => {
                             self.upgrade(key, &accept, echo);
-                            return Consumed { bytes: pos, phase_changed: true };
+                            return Consumed {
+                                bytes: pos,
+                                phase_changed: true,
+                            };
                         }
                     }
                 }
                 Err(e) => {
                     crate::log!(Level::Debug, "bad_request", "conn" => self.conns[key].id, "error" => e.to_string());
                     self.respond_and_close(key, &e, now);
-                    return Consumed { bytes: buf.len(), phase_changed: false };
+                    return Consumed {
+                        bytes: buf.len(),
+                        phase_changed: false,
+                    };
                 }
             }
         }
@@ -140,8 +162,16 @@ impl<S> Engine<S> {
     }
 
     fn upgrade(&mut self, key: usize, accept: &str, echo: bool) {
-        let max_message = if echo { crate::config::ECHO_MAX_MESSAGE_BYTES } else { self.config.max_message_bytes };
-        self.push(key, Chunk::Owned(handshake::response(accept)), Bound::Exempt);
+        let max_message = if echo {
+            crate::config::ECHO_MAX_MESSAGE_BYTES
+        } else {
+            self.config.max_message_bytes
+        };
+        self.push(
+            key,
+            Chunk::Owned(handshake::response(accept)),
+            Bound::Exempt,
+        );
         self.stats.connections.http -= 1;
         self.stats.connections.websocket += 1;
         self.stats.connections.upgrades += 1;
@@ -163,7 +193,10 @@ impl<S> Engine<S> {
         let result = match route {
             Route::WebSocket | Route::Echo => {
                 return match handshake::validate(request) {
-                    Ok(accept) if !self.shutting_down => Answer::Upgrade { accept, echo: route == Route::Echo },
+                    Ok(accept) if !self.shutting_down => Answer::Upgrade {
+                        accept,
+                        echo: route == Route::Echo,
+                    },
                     Ok(_) => Answer::Respond(Response::error(&Unavailable).closing()),
                     Err(e) => Answer::Respond(Response::error(&e)),
                 };
@@ -191,7 +224,10 @@ impl<S> Engine<S> {
             .broker
             .topics()
             .into_iter()
-            .map(|t| Item { name: &t.name, subscribers: t.subscribers().len() })
+            .map(|t| Item {
+                name: &t.name,
+                subscribers: t.subscribers().len(),
+            })
             .collect();
         Response::json(200, &List { topics })
     }
@@ -203,17 +239,29 @@ impl<S> Engine<S> {
             name: Option<&'a RawValue>,
         }
         let bad = |msg: String| Response::error(&BodyError(msg));
-        let parsed: Create<'_> = serde_json::from_slice(body)
-            .map_err(|e| bad(format!("body must be a JSON object like {{\"name\":\"orders\"}}: {e}")))?;
+        let parsed: Create<'_> = serde_json::from_slice(body).map_err(|e| {
+            bad(format!(
+                "body must be a JSON object like {{\"name\":\"orders\"}}: {e}"
+            ))
+        })?;
         let raw = parsed.name.ok_or_else(|| bad("name is required".into()))?;
-        let name: String = serde_json::from_str(raw.get()).map_err(|_| bad("name must be a string".into()))?;
-        self.broker.create_topic(&name).map_err(|e| Response::error(&e))?;
+        let name: String =
+            serde_json::from_str(raw.get()).map_err(|_| bad("name must be a string".into()))?;
+        self.broker
+            .create_topic(&name)
+            .map_err(|e| Response::error(&e))?;
         crate::log!(Level::Info, "topic_created", "topic" => name);
-        Ok(Response::json(201, &serde_json::json!({"status": "created", "topic": name})))
+        Ok(Response::json(
+            201,
+            &serde_json::json!({"status": "created", "topic": name}),
+        ))
     }
 
     fn delete_topic(&mut self, name: &str, now: Instant) -> Result<Response, Response> {
-        let former = self.broker.delete_topic(name).map_err(|e: BrokerError| Response::error(&e))?;
+        let former = self
+            .broker
+            .delete_topic(name)
+            .map_err(|e: BrokerError| Response::error(&e))?;
         let ts = crate::time::rfc3339(crate::time::unix_millis());
         let notice = crate::protocol::info_frame("topic_deleted", Some(name), &ts);
         for id in &former {
@@ -224,7 +272,10 @@ impl<S> Engine<S> {
         }
         self.reap_slow();
         crate::log!(Level::Info, "topic_deleted", "topic" => name, "subscribers" => former.len());
-        Ok(Response::json(200, &serde_json::json!({"status": "deleted", "topic": name})))
+        Ok(Response::json(
+            200,
+            &serde_json::json!({"status": "deleted", "topic": name}),
+        ))
     }
 
     fn health(&self, now: Instant) -> Response {

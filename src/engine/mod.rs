@@ -27,7 +27,9 @@ pub enum Phase {
     Http(HttpState),
     WebSocket(Box<WsState>),
     /// Nothing more is read: flush what is queued, then close.
-    Draining { write_shut: bool },
+    Draining {
+        write_shut: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -207,7 +209,9 @@ impl<S> Engine<S> {
 
     /// Bytes arrived on a connection.
     pub fn receive(&mut self, key: usize, input: &mut [u8], now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         conn.last_seen = now;
         if conn.doomed || matches!(conn.phase, Phase::Draining { .. }) {
             return;
@@ -225,7 +229,9 @@ impl<S> Engine<S> {
 
     /// Processes what a connection has buffered (after more input, or after a pause ends).
     fn consume_buffered(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let mut buf = std::mem::take(&mut conn.inbuf);
         let used = self.consume(key, &mut buf, now);
         buf.drain(..used);
@@ -241,7 +247,9 @@ impl<S> Engine<S> {
     fn consume(&mut self, key: usize, buf: &mut [u8], now: Instant) -> usize {
         let mut pos = 0;
         loop {
-            let Some(conn) = self.conns.get(key) else { return buf.len() };
+            let Some(conn) = self.conns.get(key) else {
+                return buf.len();
+            };
             if conn.doomed {
                 return buf.len();
             }
@@ -263,7 +271,10 @@ impl<S> Engine<S> {
             !c.doomed
                 && match c.phase {
                     Phase::Http(_) => c.outq.bytes() < HTTP_OUTQ_PAUSE_BYTES,
-                    Phase::WebSocket(ref ws) => !ws.echo || c.outq.bytes() < ws::ECHO_OUTQ_PAUSE_BYTES,
+                    Phase::WebSocket(ref ws) if ws.echo => {
+                        c.outq.bytes() < ws::ECHO_OUTQ_PAUSE_BYTES
+                    }
+                    Phase::WebSocket(_) => c.outq.bytes() <= self.config.max_queue_bytes,
                     Phase::Draining { .. } => true,
                 }
         })
@@ -271,7 +282,9 @@ impl<S> Engine<S> {
 
     /// The peer closed its side (read returned 0).
     pub fn peer_closed(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         match conn.phase {
             // Answers to requests already received still go out.
             Phase::Http(_) if !conn.outq.is_empty() => self.drain(key, now),
@@ -305,7 +318,9 @@ impl<S> Engine<S> {
 
     /// Called after the server wrote a connection's queue out as far as the socket took it.
     pub fn after_flush(&mut self, key: usize, now: Instant) -> AfterFlush {
-        let Some(conn) = self.conns.get_mut(key) else { return AfterFlush::Nothing };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return AfterFlush::Nothing;
+        };
         if !conn.outq.is_empty() || conn.doomed {
             return AfterFlush::Nothing;
         }
@@ -360,7 +375,9 @@ impl<S> Engine<S> {
     }
 
     fn doom(&mut self, key: usize, reason: &'static str) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if c.doomed {
             return;
         }
@@ -371,7 +388,9 @@ impl<S> Engine<S> {
 
     /// Stops reading; flushes what is queued, then closes (bounded by the close linger).
     fn drain(&mut self, key: usize, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         match c.phase {
             Phase::Http(_) => self.stats.connections.http -= 1,
             Phase::WebSocket(_) => self.stats.connections.websocket -= 1,
@@ -384,7 +403,9 @@ impl<S> Engine<S> {
     }
 
     fn set_deadline(&mut self, key: usize, at: Instant) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         c.deadline = Some(at);
         if c.scheduled.is_none_or(|s| at < s) {
             c.scheduled = Some(at);
@@ -412,7 +433,9 @@ impl<S> Engine<S> {
             }
             self.timers.pop();
             let key = slot(id);
-            let Some(c) = self.conns.get_mut(key).filter(|c| c.id == id) else { continue };
+            let Some(c) = self.conns.get_mut(key).filter(|c| c.id == id) else {
+                continue;
+            };
             if c.scheduled == Some(at) {
                 c.scheduled = None;
             }
@@ -421,13 +444,12 @@ impl<S> Engine<S> {
                     c.deadline = None;
                     self.expire(key);
                 }
-                Some(d) => {
-                    if c.scheduled.is_none() {
-                        c.scheduled = Some(d);
-                        self.timers.push(Reverse((d, id)));
-                    }
+                // The deadline moved later: schedule it anew unless an entry is pending.
+                Some(d) if c.scheduled.is_none() => {
+                    c.scheduled = Some(d);
+                    self.timers.push(Reverse((d, id)));
                 }
-                None => {}
+                _ => {}
             }
         }
         if now >= self.next_heartbeat {
@@ -458,9 +480,16 @@ impl<S> Engine<S> {
         for key in keys {
             let c = &self.conns[key];
             match &c.phase {
-                Phase::Http(_) if c.inbuf.is_empty() && c.outq.is_empty() => self.doom(key, "shutdown"),
+                Phase::Http(_) if c.inbuf.is_empty() && c.outq.is_empty() => {
+                    self.doom(key, "shutdown")
+                }
                 Phase::Http(_) => {}
-                Phase::WebSocket(_) => self.start_close(key, crate::ws::CloseCode::GoingAway, "server shutting down", now),
+                Phase::WebSocket(_) => self.start_close(
+                    key,
+                    crate::ws::CloseCode::GoingAway,
+                    "server shutting down",
+                    now,
+                ),
                 Phase::Draining { .. } => {}
             }
         }

@@ -25,13 +25,24 @@ impl<S> Engine<S> {
         loop {
             let conn = &mut self.conns[key];
             let Phase::WebSocket(ws) = &mut conn.phase else {
-                return Consumed { bytes: buf.len(), phase_changed: false };
+                return Consumed {
+                    bytes: buf.len(),
+                    phase_changed: false,
+                };
             };
             if conn.doomed {
-                return Consumed { bytes: buf.len(), phase_changed: false };
+                return Consumed {
+                    bytes: buf.len(),
+                    phase_changed: false,
+                };
             }
             match ws.session.decode(&mut buf[pos..]) {
-                Ok((0, None)) => return Consumed { bytes: pos, phase_changed: false },
+                Ok((0, None)) => {
+                    return Consumed {
+                        bytes: pos,
+                        phase_changed: false,
+                    }
+                }
                 Ok((n, event)) => {
                     pos += n;
                     if let Some(event) = event {
@@ -40,7 +51,10 @@ impl<S> Engine<S> {
                 }
                 Err(e) => {
                     self.fail(key, e, now);
-                    return Consumed { bytes: buf.len(), phase_changed: false };
+                    return Consumed {
+                        bytes: buf.len(),
+                        phase_changed: false,
+                    };
                 }
             }
         }
@@ -60,12 +74,18 @@ impl<S> Engine<S> {
     }
 
     fn on_event(&mut self, key: usize, event: Event<'_>, now: Instant) {
-        let Phase::WebSocket(ws) = &self.conns[key].phase else { return };
+        let Phase::WebSocket(ws) = &self.conns[key].phase else {
+            return;
+        };
         let (echo, close_sent) = (ws.echo, ws.close_sent);
         match event {
             Event::Ping(payload) => {
                 if !close_sent {
-                    self.push(key, Chunk::Owned(encode_frame(OpCode::Pong, payload)), Bound::Exempt);
+                    self.push(
+                        key,
+                        Chunk::Owned(encode_frame(OpCode::Pong, payload)),
+                        Bound::Exempt,
+                    );
                 }
             }
             Event::Pong(_) => {}
@@ -82,24 +102,36 @@ impl<S> Engine<S> {
             // After the server's close frame, data is read but ignored (§5.5.1).
             _ if close_sent => {}
             Event::Text(text) if echo => {
-                self.push(key, Chunk::Owned(encode_frame(OpCode::Text, &text)), Bound::Exempt);
+                self.push(
+                    key,
+                    Chunk::Owned(encode_frame(OpCode::Text, &text)),
+                    Bound::Exempt,
+                );
             }
             Event::Binary(data) if echo => {
-                self.push(key, Chunk::Owned(encode_frame(OpCode::Binary, &data)), Bound::Exempt);
+                self.push(
+                    key,
+                    Chunk::Owned(encode_frame(OpCode::Binary, &data)),
+                    Bound::Exempt,
+                );
             }
             Event::Text(text) => self.on_message(key, &text, now),
             Event::Binary(_) => {
                 let ts = crate::time::rfc3339(crate::time::unix_millis());
                 let e = MessageError::Binary;
-                self.reply(key, protocol::error_frame(None, None, e.code(), &e.to_string(), &ts), now);
+                self.reply(
+                    key,
+                    protocol::error_frame(None, None, e.code(), &e.to_string(), &ts),
+                );
             }
         }
     }
 
-    /// Queues a reply to this connection; replies count against its bound like events.
-    fn reply(&mut self, key: usize, frame: Vec<u8>, now: Instant) {
-        self.push(key, Chunk::Owned(frame), Bound::Counted);
-        self.check_bound(key, now);
+    /// Queues a reply to this connection's own request. Replies do not count against the
+    /// slow-consumer bound: a client that does not read them is paced instead, by the server
+    /// not reading its requests while `MAX_QUEUE_BYTES` of output wait (see `wants_read`).
+    fn reply(&mut self, key: usize, frame: Vec<u8>) {
+        self.push(key, Chunk::Owned(frame), Bound::Exempt);
     }
 
     fn on_message(&mut self, key: usize, text: &[u8], now: Instant) {
@@ -108,7 +140,10 @@ impl<S> Engine<S> {
             Ok(m) => m,
             Err(e) => {
                 let rid = protocol::salvage_request_id(text);
-                self.reply(key, protocol::error_frame(rid, None, e.code(), &e.to_string(), &ts), now);
+                self.reply(
+                    key,
+                    protocol::error_frame(rid, None, e.code(), &e.to_string(), &ts),
+                );
                 return;
             }
         };
@@ -116,55 +151,66 @@ impl<S> Engine<S> {
         let id = self.conns[key].id;
         let frame = match incoming.message {
             ClientMessage::Ping => protocol::pong_frame(rid, &ts),
-            ClientMessage::Subscribe { topic, client_id, replay } => {
-                match self.broker.subscribe(id, &topic, replay) {
-                    Ok(sub) => {
-                        let mut ack = Ack::new(rid, &topic, &ts);
-                        ack.seq = Some(sub.last_seq);
-                        if replay != Replay::None {
-                            ack.replayed = Some(sub.replay.len());
-                        }
-                        if let Some(recovered) = sub.recovered {
-                            ack.recovered = Some(recovered);
-                            ack.first_seq = Some(sub.first_seq);
-                        }
-                        if !sub.newly {
-                            ack.already_subscribed = Some(true);
-                        }
-                        self.reply(key, protocol::text_frame(&ack), now);
-                        self.stats.messages.replayed += sub.replay.len() as u64;
-                        for frame in sub.replay {
-                            self.push(key, Chunk::Shared(frame), Bound::Exempt);
-                        }
-                        crate::log!(Level::Debug, "subscribed", "conn" => id, "topic" => &*topic, "client_id" => &*client_id);
-                        return;
+            ClientMessage::Subscribe {
+                topic,
+                client_id,
+                replay,
+            } => match self.broker.subscribe(id, &topic, replay) {
+                Ok(sub) => {
+                    let mut ack = Ack::new(rid, &topic, &ts);
+                    ack.seq = Some(sub.last_seq);
+                    if replay != Replay::None {
+                        ack.replayed = Some(sub.replay.len());
                     }
-                    Err(e) => broker_error(rid, &topic, &e, &ts),
+                    if let Some(recovered) = sub.recovered {
+                        ack.recovered = Some(recovered);
+                        ack.first_seq = Some(sub.first_seq);
+                    }
+                    if !sub.newly {
+                        ack.already_subscribed = Some(true);
+                    }
+                    self.reply(key, protocol::text_frame(&ack));
+                    self.stats.messages.replayed += sub.replay.len() as u64;
+                    for frame in sub.replay {
+                        self.push(key, Chunk::Shared(frame), Bound::Exempt);
+                    }
+                    crate::log!(Level::Debug, "subscribed", "conn" => id, "topic" => &*topic, "client_id" => &*client_id);
+                    return;
                 }
-            }
+                Err(e) => broker_error(rid, &topic, &e, &ts),
+            },
             ClientMessage::Unsubscribe { topic, .. } => match self.broker.unsubscribe(id, &topic) {
                 Ok(()) => protocol::text_frame(&Ack::new(rid, &topic, &ts)),
                 Err(e) => broker_error(rid, &topic, &e, &ts),
             },
-            ClientMessage::Publish { topic, id: message_id, payload } => {
-                match self.publish(&topic, &message_id, payload, &ts, now) {
-                    Ok(seq) => {
-                        let mut ack = Ack::new(rid, &topic, &ts);
-                        ack.seq = Some(seq);
-                        protocol::text_frame(&ack)
-                    }
-                    Err(e) => broker_error(rid, &topic, &e, &ts),
+            ClientMessage::Publish {
+                topic,
+                id: message_id,
+                payload,
+            } => match self.publish(&topic, &message_id, payload, &ts, now) {
+                Ok(seq) => {
+                    let mut ack = Ack::new(rid, &topic, &ts);
+                    ack.seq = Some(seq);
+                    protocol::text_frame(&ack)
                 }
-            }
+                Err(e) => broker_error(rid, &topic, &e, &ts),
+            },
         };
-        self.reply(key, frame, now);
+        self.reply(key, frame);
     }
 
     /// Records the event and queues its one shared frame for every subscriber.
-    fn publish(&mut self, topic: &str, id: &str, payload: &RawValue, ts: &str, now: Instant) -> Result<u64, BrokerError> {
-        let published = self
-            .broker
-            .publish(topic, |seq| Rc::from(protocol::event_frame(topic, id, payload, seq, ts)))?;
+    fn publish(
+        &mut self,
+        topic: &str,
+        id: &str,
+        payload: &RawValue,
+        ts: &str,
+        now: Instant,
+    ) -> Result<u64, BrokerError> {
+        let published = self.broker.publish(topic, |seq| {
+            Rc::from(protocol::event_frame(topic, id, payload, seq, ts))
+        })?;
         let seq = published.seq;
         let frame = published.frame;
         let mut targets = std::mem::take(&mut self.fanout);
@@ -172,8 +218,12 @@ impl<S> Engine<S> {
         targets.extend_from_slice(published.subscribers);
         self.stats.messages.published += 1;
         for &sub in &targets {
-            let Some(key) = self.live_ws(sub) else { continue };
-            self.conns[key].outq.push(Chunk::Shared(frame.clone()), Bound::Counted);
+            let Some(key) = self.live_ws(sub) else {
+                continue;
+            };
+            self.conns[key]
+                .outq
+                .push(Chunk::Shared(frame.clone()), Bound::Counted);
             self.mark_dirty(key);
             self.stats.messages.delivered += 1;
             self.check_bound(key, now);
@@ -200,7 +250,9 @@ impl<S> Engine<S> {
         let c = &mut self.conns[key];
         let over = c.outq.counted_frames() > self.config.subscriber_queue_size
             || c.outq.counted_bytes() > self.config.max_queue_bytes;
-        let Phase::WebSocket(ws) = &mut c.phase else { return };
+        let Phase::WebSocket(ws) = &mut c.phase else {
+            return;
+        };
         if !over || ws.close_sent || ws.echo {
             return;
         }
@@ -228,13 +280,20 @@ impl<S> Engine<S> {
 
     /// The server closes: queue the close frame and wait (bounded) for the peer's.
     pub(super) fn start_close(&mut self, key: usize, code: CloseCode, reason: &str, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        let Phase::WebSocket(ws) = &mut c.phase else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::WebSocket(ws) = &mut c.phase else {
+            return;
+        };
         if ws.close_sent {
             return;
         }
         ws.close_sent = true;
-        c.outq.push(Chunk::Owned(encode_close(code.as_u16(), reason)), Bound::Exempt);
+        c.outq.push(
+            Chunk::Owned(encode_close(code.as_u16(), reason)),
+            Bound::Exempt,
+        );
         self.mark_dirty(key);
         self.set_deadline(key, now + self.config.close_linger);
     }
@@ -245,7 +304,9 @@ impl<S> Engine<S> {
         let keys: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| matches!(&c.phase, Phase::WebSocket(ws) if !ws.close_sent) && !c.doomed)
+            .filter(|(_, c)| {
+                matches!(&c.phase, Phase::WebSocket(ws) if !ws.close_sent) && !c.doomed
+            })
             .map(|(k, _)| k)
             .collect();
         for key in keys {
@@ -255,7 +316,11 @@ impl<S> Engine<S> {
                 crate::log!(Level::Info, "heartbeat_timeout", "conn" => c.id);
                 self.doom(key, "heartbeat_timeout");
             } else {
-                self.push(key, Chunk::Owned(encode_frame(OpCode::Ping, b"")), Bound::Exempt);
+                self.push(
+                    key,
+                    Chunk::Owned(encode_frame(OpCode::Ping, b"")),
+                    Bound::Exempt,
+                );
             }
         }
     }

@@ -65,7 +65,9 @@ pub fn header_has_token(value: &[u8], token: &str) -> bool {
 pub enum Parsed<'a> {
     /// More bytes are needed. `expects_continue` is true once a complete head asked for
     /// `Expect: 100-continue` and its body has not arrived.
-    Partial { expects_continue: bool },
+    Partial {
+        expects_continue: bool,
+    },
     Complete(Request<'a>, usize),
 }
 
@@ -129,21 +131,32 @@ fn malformed(e: httparse::Error) -> RequestError {
 }
 
 /// Parses the request at the start of `buf`.
-pub fn parse_request<'a>(buf: &'a [u8], limits: &RequestLimits) -> Result<Parsed<'a>, RequestError> {
+pub fn parse_request<'a>(
+    buf: &'a [u8],
+    limits: &RequestLimits,
+) -> Result<Parsed<'a>, RequestError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut raw = httparse::Request::new(&mut slots);
     let head_len = match raw.parse(buf).map_err(malformed)? {
         httparse::Status::Partial if buf.len() > limits.max_header_bytes => {
             return Err(RequestError::HeadTooLarge)
         }
-        httparse::Status::Partial => return Ok(Parsed::Partial { expects_continue: false }),
+        httparse::Status::Partial => {
+            return Ok(Parsed::Partial {
+                expects_continue: false,
+            })
+        }
         httparse::Status::Complete(n) if n > limits.max_header_bytes => {
             return Err(RequestError::HeadTooLarge)
         }
         httparse::Status::Complete(n) => n,
     };
-    let method = raw.method.ok_or(RequestError::Malformed("missing method"))?;
-    let target = raw.path.ok_or(RequestError::Malformed("missing request target"))?;
+    let method = raw
+        .method
+        .ok_or(RequestError::Malformed("missing method"))?;
+    let target = raw
+        .path
+        .ok_or(RequestError::Malformed("missing request target"))?;
     let http10 = raw.version == Some(0);
     let headers: Vec<(&'a str, &'a [u8])> = raw.headers.iter().map(|h| (h.name, h.value)).collect();
     let (path, query) = split_target(target)?;
@@ -168,7 +181,9 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &RequestLimits) -> Result<Parsed
     let body_len = match framing {
         Framing::None => 0,
         Framing::Length(n) if n > limits.max_body_bytes as u64 => {
-            return Err(RequestError::BodyTooLarge { limit: limits.max_body_bytes })
+            return Err(RequestError::BodyTooLarge {
+                limit: limits.max_body_bytes,
+            })
         }
         Framing::Length(n) => n as usize,
         Framing::Chunked => {
@@ -191,14 +206,19 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &RequestLimits) -> Result<Parsed
 fn split_target(target: &str) -> Result<(&str, Option<&str>), RequestError> {
     // Absolute-form (`http://host/path`) must be accepted by servers (RFC 9112 §3.2.2).
     let origin_form = match target.find("://") {
-        Some(i) if target[..i].eq_ignore_ascii_case("http") || target[..i].eq_ignore_ascii_case("https") => {
+        Some(i)
+            if target[..i].eq_ignore_ascii_case("http")
+                || target[..i].eq_ignore_ascii_case("https") =>
+        {
             let after = &target[i + 3..];
             after.find('/').map_or("/", |j| &after[j..])
         }
         _ => target,
     };
     if !origin_form.starts_with('/') && origin_form != "*" {
-        return Err(RequestError::Malformed("request target must be an absolute path"));
+        return Err(RequestError::Malformed(
+            "request target must be an absolute path",
+        ));
     }
     Ok(match origin_form.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -217,7 +237,9 @@ fn body_framing(request: &Request<'_>) -> Result<Framing, RequestError> {
     let mut transfer_encoding = None;
     for (name, value) in &request.headers {
         if name.eq_ignore_ascii_case("content-length") {
-            let text = std::str::from_utf8(value).map_err(|_| RequestError::BadContentLength)?.trim();
+            let text = std::str::from_utf8(value)
+                .map_err(|_| RequestError::BadContentLength)?
+                .trim();
             if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(RequestError::BadContentLength);
             }
@@ -251,7 +273,10 @@ fn body_framing(request: &Request<'_>) -> Result<Framing, RequestError> {
 }
 
 /// Decodes a chunked body: `None` until the last chunk and trailers have arrived.
-fn decode_chunked(mut rest: &[u8], max_body: usize) -> Result<Option<(Vec<u8>, usize)>, RequestError> {
+fn decode_chunked(
+    mut rest: &[u8],
+    max_body: usize,
+) -> Result<Option<(Vec<u8>, usize)>, RequestError> {
     let start_len = rest.len();
     let mut body = Vec::new();
     loop {
@@ -267,7 +292,9 @@ fn decode_chunked(mut rest: &[u8], max_body: usize) -> Result<Option<(Vec<u8>, u
         if size == 0 {
             let mut trailers = [httparse::EMPTY_HEADER; 16];
             return match httparse::parse_headers(rest, &mut trailers) {
-                Ok(httparse::Status::Complete((n, _))) => Ok(Some((body, start_len - rest.len() + n))),
+                Ok(httparse::Status::Complete((n, _))) => {
+                    Ok(Some((body, start_len - rest.len() + n)))
+                }
                 Ok(httparse::Status::Partial) => Ok(None),
                 Err(_) => Err(RequestError::BadChunk),
             };
@@ -288,7 +315,10 @@ fn decode_chunked(mut rest: &[u8], max_body: usize) -> Result<Option<(Vec<u8>, u
 mod tests {
     use super::*;
 
-    const LIMITS: RequestLimits = RequestLimits { max_header_bytes: 8192, max_body_bytes: 1024 };
+    const LIMITS: RequestLimits = RequestLimits {
+        max_header_bytes: 8192,
+        max_body_bytes: 1024,
+    };
 
     fn complete(buf: &[u8]) -> (Request<'_>, usize) {
         match parse_request(buf, &LIMITS).unwrap() {
@@ -309,7 +339,8 @@ mod tests {
 
     #[test]
     fn every_split_point_gives_the_same_result() {
-        let full: &[u8] = b"POST /topics HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n{\"name\":\"order\"}";
+        let full: &[u8] =
+            b"POST /topics HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n{\"name\":\"order\"}";
         let (want, want_n) = complete(full);
         for cut in 0..full.len() {
             match parse_request(&full[..cut], &LIMITS).unwrap() {
@@ -333,10 +364,22 @@ mod tests {
 
     #[test]
     fn connection_semantics() {
-        assert!(!complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").0.keep_alive);
+        assert!(
+            !complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .0
+                .keep_alive
+        );
         assert!(!complete(b"GET / HTTP/1.0\r\n\r\n").0.keep_alive);
-        assert!(complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").0.keep_alive);
-        assert!(complete(b"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n\r\n").0.has_token("connection", "upgrade"));
+        assert!(
+            complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+                .0
+                .keep_alive
+        );
+        assert!(
+            complete(b"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n\r\n")
+                .0
+                .has_token("connection", "upgrade")
+        );
     }
 
     #[test]
@@ -346,7 +389,13 @@ mod tests {
         assert_eq!(&r.body[..], b"{\"name\":\"abc\"}");
         assert_eq!(&full[n..], b"GET");
         for cut in 0..full.len() - 3 {
-            assert!(matches!(parse_request(&full[..cut], &LIMITS), Ok(Parsed::Partial { .. })), "cut {cut}");
+            assert!(
+                matches!(
+                    parse_request(&full[..cut], &LIMITS),
+                    Ok(Parsed::Partial { .. })
+                ),
+                "cut {cut}"
+            );
         }
     }
 
@@ -359,11 +408,23 @@ mod tests {
             (b"GET relative HTTP/1.1\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n", 413),
             (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
             (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n", 413),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                400,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n",
+                413,
+            ),
         ];
         for (input, status) in cases {
             let err = parse_request(input, &LIMITS).unwrap_err();
@@ -375,9 +436,15 @@ mod tests {
     fn oversized_heads_are_refused_whether_complete_or_not() {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', 9000));
-        assert_eq!(parse_request(&big, &LIMITS).unwrap_err(), RequestError::HeadTooLarge);
+        assert_eq!(
+            parse_request(&big, &LIMITS).unwrap_err(),
+            RequestError::HeadTooLarge
+        );
         big.extend_from_slice(b"\r\n\r\n");
-        assert_eq!(parse_request(&big, &LIMITS).unwrap_err(), RequestError::HeadTooLarge);
+        assert_eq!(
+            parse_request(&big, &LIMITS).unwrap_err(),
+            RequestError::HeadTooLarge
+        );
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..70 {
             many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
@@ -389,7 +456,12 @@ mod tests {
     #[test]
     fn expect_continue_is_reported_while_the_body_is_missing() {
         let head = b"POST /topics HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
-        assert_eq!(parse_request(head, &LIMITS).unwrap(), Parsed::Partial { expects_continue: true });
+        assert_eq!(
+            parse_request(head, &LIMITS).unwrap(),
+            Parsed::Partial {
+                expects_continue: true
+            }
+        );
     }
 
     #[test]

@@ -85,13 +85,17 @@ pub enum FrameError {
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::ReservedBits => f.write_str("reserved bits set without a negotiated extension"),
+            FrameError::ReservedBits => {
+                f.write_str("reserved bits set without a negotiated extension")
+            }
             FrameError::ReservedOpcode(op) => write!(f, "reserved opcode {op:#x}"),
             FrameError::Unmasked => f.write_str("client frames must be masked"),
             FrameError::MaskedServerFrame => f.write_str("server frames must not be masked"),
             FrameError::FragmentedControl => f.write_str("control frames must not be fragmented"),
             FrameError::ControlTooLong => f.write_str("control frame payload over 125 bytes"),
-            FrameError::LengthOverflow => f.write_str("payload length has its most significant bit set"),
+            FrameError::LengthOverflow => {
+                f.write_str("payload length has its most significant bit set")
+            }
         }
     }
 }
@@ -161,11 +165,22 @@ pub fn decode_header(buf: &[u8], role: Role) -> Result<Option<FrameHeader>, Fram
         let m = &buf[2 + ext..6 + ext];
         [m[0], m[1], m[2], m[3]]
     });
-    Ok(Some(FrameHeader { fin, opcode, mask, payload_len, header_len }))
+    Ok(Some(FrameHeader {
+        fin,
+        opcode,
+        mask,
+        payload_len,
+        header_len,
+    }))
 }
 
 /// Writes an unmasked (server) frame header into `out` and returns its length.
-pub fn encode_header(fin: bool, opcode: OpCode, payload_len: usize, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
+pub fn encode_header(
+    fin: bool,
+    opcode: OpCode,
+    payload_len: usize,
+    out: &mut [u8; MAX_HEADER_LEN],
+) -> usize {
     out[0] = (if fin { 0x80 } else { 0 }) | opcode.bits();
     if payload_len < 126 {
         out[1] = payload_len as u8;
@@ -227,15 +242,26 @@ mod tests {
     #[test]
     fn rfc_6455_section_5_7_examples() {
         // A single-frame unmasked text message "Hello".
-        assert_eq!(encode_frame(OpCode::Text, b"Hello"), [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+        assert_eq!(
+            encode_frame(OpCode::Text, b"Hello"),
+            [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]
+        );
         // A single-frame masked text message "Hello".
-        let mut masked = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let mut masked = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let h = decode_header(&masked, Role::Server).unwrap().unwrap();
-        assert_eq!((h.fin, h.opcode, h.payload_len, h.header_len), (true, OpCode::Text, 5, 6));
+        assert_eq!(
+            (h.fin, h.opcode, h.payload_len, h.header_len),
+            (true, OpCode::Text, 5, 6)
+        );
         apply_mask(&mut masked[6..], h.mask.unwrap(), 0);
         assert_eq!(&masked[6..], b"Hello");
         // 256 bytes and 64 KiB binary messages use the 16- and 64-bit lengths.
-        assert_eq!(&encode_frame(OpCode::Binary, &[0; 256])[..4], [0x82, 0x7E, 0x01, 0x00]);
+        assert_eq!(
+            &encode_frame(OpCode::Binary, &[0; 256])[..4],
+            [0x82, 0x7E, 0x01, 0x00]
+        );
         assert_eq!(
             &encode_frame(OpCode::Binary, &[0; 65536])[..10],
             [0x82, 0x7F, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00]
@@ -250,8 +276,14 @@ mod tests {
     fn lengths_use_the_minimal_form() {
         for (len, header_len) in [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
             let mut h = [0u8; MAX_HEADER_LEN];
-            assert_eq!(encode_header(true, OpCode::Text, len, &mut h), header_len, "{len}");
-            let d = decode_header(&h[..header_len], Role::Client).unwrap().unwrap();
+            assert_eq!(
+                encode_header(true, OpCode::Text, len, &mut h),
+                header_len,
+                "{len}"
+            );
+            let d = decode_header(&h[..header_len], Role::Client)
+                .unwrap()
+                .unwrap();
             assert_eq!(d.payload_len, len as u64);
         }
     }
@@ -263,14 +295,29 @@ mod tests {
             (&[0x83, 0x80, 0, 0, 0, 0], FrameError::ReservedOpcode(3)),
             (&[0x81, 0x00], FrameError::Unmasked),
             (&[0x09, 0x80, 0, 0, 0, 0], FrameError::FragmentedControl),
-            (&[0x89, 0xFE, 0, 126, 0, 0, 0, 0], FrameError::ControlTooLong),
-            (&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], FrameError::LengthOverflow),
+            (
+                &[0x89, 0xFE, 0, 126, 0, 0, 0, 0],
+                FrameError::ControlTooLong,
+            ),
+            (
+                &[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+                FrameError::LengthOverflow,
+            ),
         ];
         for (bytes, err) in cases {
             assert_eq!(decode_header(bytes, Role::Server), Err(err));
         }
-        assert_eq!(decode_header(&[0x81, 0x00], Role::Client).unwrap().unwrap().payload_len, 0);
-        assert_eq!(decode_header(&[0x81, 0x80], Role::Client), Err(FrameError::MaskedServerFrame));
+        assert_eq!(
+            decode_header(&[0x81, 0x00], Role::Client)
+                .unwrap()
+                .unwrap()
+                .payload_len,
+            0
+        );
+        assert_eq!(
+            decode_header(&[0x81, 0x80], Role::Client),
+            Err(FrameError::MaskedServerFrame)
+        );
     }
 
     #[test]
@@ -286,7 +333,11 @@ mod tests {
     fn masking_matches_bytewise_at_every_offset() {
         let mask = [0x12, 0x34, 0x56, 0x78];
         let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-        let expected: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+        let expected: Vec<u8> = data
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
         for split in [0, 1, 2, 3, 5, 8, 13, 999] {
             let mut buf = data.clone();
             let (a, b) = buf.split_at_mut(split);

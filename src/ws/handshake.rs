@@ -30,10 +30,16 @@ impl fmt::Display for HandshakeError {
             HandshakeError::NotGet => "a WebSocket upgrade must use GET",
             HandshakeError::NotHttp11 => "a WebSocket upgrade needs HTTP/1.1",
             HandshakeError::MissingUpgrade => "missing 'Upgrade: websocket' header",
-            HandshakeError::MissingConnectionUpgrade => "the Connection header must contain 'upgrade'",
-            HandshakeError::UnsupportedVersion => "unsupported Sec-WebSocket-Version: only 13 is supported",
+            HandshakeError::MissingConnectionUpgrade => {
+                "the Connection header must contain 'upgrade'"
+            }
+            HandshakeError::UnsupportedVersion => {
+                "unsupported Sec-WebSocket-Version: only 13 is supported"
+            }
             HandshakeError::MissingKey => "missing Sec-WebSocket-Key header",
-            HandshakeError::InvalidKey => "Sec-WebSocket-Key must be the base64 encoding of 16 bytes",
+            HandshakeError::InvalidKey => {
+                "Sec-WebSocket-Key must be the base64 encoding of 16 bytes"
+            }
         })
     }
 }
@@ -90,7 +96,10 @@ pub fn validate(request: &Request<'_>) -> Result<String, HandshakeError> {
         Some(v) if v.trim_ascii() == b"13" => {}
         _ => return Err(HandshakeError::UnsupportedVersion),
     }
-    let key = request.header("sec-websocket-key").ok_or(HandshakeError::MissingKey)?.trim_ascii();
+    let key = request
+        .header("sec-websocket-key")
+        .ok_or(HandshakeError::MissingKey)?
+        .trim_ascii();
     match STANDARD.decode(key) {
         Ok(raw) if raw.len() == 16 => Ok(accept_key(key)),
         _ => Err(HandshakeError::InvalidKey),
@@ -112,7 +121,10 @@ mod tests {
     use crate::http::{parse_request, Parsed, RequestLimits};
 
     fn check(raw: &str) -> Result<String, HandshakeError> {
-        let limits = RequestLimits { max_header_bytes: 8192, max_body_bytes: 1024 };
+        let limits = RequestLimits {
+            max_header_bytes: 8192,
+            max_body_bytes: 1024,
+        };
         match parse_request(raw.as_bytes(), &limits).unwrap() {
             Parsed::Complete(r, _) => validate(&r),
             Parsed::Partial { .. } => panic!("partial"),
@@ -123,7 +135,10 @@ mod tests {
 
     #[test]
     fn rfc_6455_example_key() {
-        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
         assert_eq!(check(GOOD).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
@@ -131,13 +146,34 @@ mod tests {
     fn each_rule_has_its_error() {
         let cases = [
             (GOOD.replace("GET", "POST"), HandshakeError::NotGet),
-            (GOOD.replace("HTTP/1.1", "HTTP/1.0"), HandshakeError::NotHttp11),
-            (GOOD.replace("Upgrade: WebSocket\r\n", ""), HandshakeError::MissingUpgrade),
-            (GOOD.replace("keep-alive, Upgrade", "keep-alive"), HandshakeError::MissingConnectionUpgrade),
-            (GOOD.replace("Version: 13", "Version: 8"), HandshakeError::UnsupportedVersion),
-            (GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""), HandshakeError::MissingKey),
-            (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="), HandshakeError::InvalidKey),
-            (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!"), HandshakeError::InvalidKey),
+            (
+                GOOD.replace("HTTP/1.1", "HTTP/1.0"),
+                HandshakeError::NotHttp11,
+            ),
+            (
+                GOOD.replace("Upgrade: WebSocket\r\n", ""),
+                HandshakeError::MissingUpgrade,
+            ),
+            (
+                GOOD.replace("keep-alive, Upgrade", "keep-alive"),
+                HandshakeError::MissingConnectionUpgrade,
+            ),
+            (
+                GOOD.replace("Version: 13", "Version: 8"),
+                HandshakeError::UnsupportedVersion,
+            ),
+            (
+                GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+                HandshakeError::MissingKey,
+            ),
+            (
+                GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="),
+                HandshakeError::InvalidKey,
+            ),
+            (
+                GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!"),
+                HandshakeError::InvalidKey,
+            ),
         ];
         for (raw, want) in cases {
             assert_eq!(check(&raw), Err(want), "{raw}");

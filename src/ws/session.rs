@@ -65,11 +65,17 @@ impl fmt::Display for WsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WsError::Frame(e) => e.fmt(f),
-            WsError::UnexpectedContinuation => f.write_str("continuation frame without a message to continue"),
-            WsError::ExpectedContinuation => f.write_str("new data frame while a fragmented message is unfinished"),
+            WsError::UnexpectedContinuation => {
+                f.write_str("continuation frame without a message to continue")
+            }
+            WsError::ExpectedContinuation => {
+                f.write_str("new data frame while a fragmented message is unfinished")
+            }
             WsError::InvalidUtf8 => f.write_str("text is not valid UTF-8"),
             WsError::MessageTooBig { limit } => write!(f, "message larger than {limit} bytes"),
-            WsError::InvalidClosePayload => f.write_str("close frame payload of one byte or with a non-UTF-8 reason"),
+            WsError::InvalidClosePayload => {
+                f.write_str("close frame payload of one byte or with a non-UTF-8 reason")
+            }
             WsError::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
         }
     }
@@ -124,7 +130,10 @@ impl Session {
 
     /// Decodes from the start of `input`: how many bytes were used, and the event they completed.
     /// `(0, None)` means nothing more can be done until more bytes arrive.
-    pub fn decode<'a>(&mut self, input: &'a mut [u8]) -> Result<(usize, Option<Event<'a>>), WsError> {
+    pub fn decode<'a>(
+        &mut self,
+        input: &'a mut [u8],
+    ) -> Result<(usize, Option<Event<'a>>), WsError> {
         if let Some(stream) = self.streaming {
             return self.continue_stream(stream, input);
         }
@@ -154,7 +163,9 @@ impl Session {
             _ => {}
         }
         if h.payload_len > (self.max_message - self.assembly.len()) as u64 {
-            return Err(WsError::MessageTooBig { limit: self.max_message });
+            return Err(WsError::MessageTooBig {
+                limit: self.max_message,
+            });
         }
         let len = h.payload_len as usize;
         if h.fin && self.message.is_none() && input.len() >= hl + len {
@@ -172,7 +183,12 @@ impl Session {
             self.message = Some(h.opcode);
             self.utf8.reset();
         }
-        let stream = Streaming { fin: h.fin, mask, remaining: h.payload_len, offset: 0 };
+        let stream = Streaming {
+            fin: h.fin,
+            mask,
+            remaining: h.payload_len,
+            offset: 0,
+        };
         if len == 0 {
             return Ok((hl, self.end_frame(h.fin)?));
         }
@@ -181,7 +197,11 @@ impl Session {
         Ok((hl, None))
     }
 
-    fn continue_stream<'a>(&mut self, mut s: Streaming, input: &'a mut [u8]) -> Result<(usize, Option<Event<'a>>), WsError> {
+    fn continue_stream<'a>(
+        &mut self,
+        mut s: Streaming,
+        input: &'a mut [u8],
+    ) -> Result<(usize, Option<Event<'a>>), WsError> {
         let take = (s.remaining.min(input.len() as u64)) as usize;
         if take == 0 {
             return Ok((0, None));
@@ -324,7 +344,11 @@ mod tests {
             Owned::Close(Some(1000), "bye".into()),
         ];
         for chunk in 1..=stream.len() {
-            assert_eq!(run(&stream, chunk, 1 << 20), (want.clone_owned(), None), "chunk {chunk}");
+            assert_eq!(
+                run(&stream, chunk, 1 << 20),
+                (want.clone_owned(), None),
+                "chunk {chunk}"
+            );
         }
     }
 
@@ -348,14 +372,46 @@ mod tests {
     #[test]
     fn violations_and_their_close_codes() {
         let cases: Vec<(Vec<u8>, WsError, u16)> = vec![
-            (client_frame(true, 0, b"x"), WsError::UnexpectedContinuation, 1002),
-            ([client_frame(false, 1, b"a"), client_frame(true, 1, b"b")].concat(), WsError::ExpectedContinuation, 1002),
+            (
+                client_frame(true, 0, b"x"),
+                WsError::UnexpectedContinuation,
+                1002,
+            ),
+            (
+                [client_frame(false, 1, b"a"), client_frame(true, 1, b"b")].concat(),
+                WsError::ExpectedContinuation,
+                1002,
+            ),
             (client_frame(true, 1, b"\xff"), WsError::InvalidUtf8, 1007),
-            (client_frame(true, 8, &[3]), WsError::InvalidClosePayload, 1002),
-            (client_frame(true, 8, &[0x03, 0xED]), WsError::InvalidCloseCode(1005), 1002),
-            (client_frame(true, 8, &[0x03, 0xE8, 0xff]), WsError::InvalidUtf8, 1007),
-            (client_frame(true, 2, &[0; 200]), WsError::MessageTooBig { limit: 150 }, 1009),
-            ([client_frame(false, 2, &[0; 100]), client_frame(true, 0, &[0; 100])].concat(), WsError::MessageTooBig { limit: 150 }, 1009),
+            (
+                client_frame(true, 8, &[3]),
+                WsError::InvalidClosePayload,
+                1002,
+            ),
+            (
+                client_frame(true, 8, &[0x03, 0xED]),
+                WsError::InvalidCloseCode(1005),
+                1002,
+            ),
+            (
+                client_frame(true, 8, &[0x03, 0xE8, 0xff]),
+                WsError::InvalidUtf8,
+                1007,
+            ),
+            (
+                client_frame(true, 2, &[0; 200]),
+                WsError::MessageTooBig { limit: 150 },
+                1009,
+            ),
+            (
+                [
+                    client_frame(false, 2, &[0; 100]),
+                    client_frame(true, 0, &[0; 100]),
+                ]
+                .concat(),
+                WsError::MessageTooBig { limit: 150 },
+                1009,
+            ),
         ];
         for (bytes, err, code) in cases {
             for chunk in [1, 3, bytes.len()] {
@@ -368,7 +424,11 @@ mod tests {
 
     #[test]
     fn invalid_text_fails_before_the_frame_ends() {
-        let frame = client_frame(true, 1, b"valid then \xf4\x90\x80\x80 and much more text after it");
+        let frame = client_frame(
+            true,
+            1,
+            b"valid then \xf4\x90\x80\x80 and much more text after it",
+        );
         let mut s = Session::new(1 << 20);
         let mut buf = frame[..2 + 4 + 12].to_vec();
         let (n, e) = s.decode(&mut buf).unwrap();
@@ -381,7 +441,10 @@ mod tests {
     fn oversized_messages_are_refused_at_the_header() {
         let mut s = Session::new(1000);
         let mut header = client_frame(true, 2, &vec![0; 5000])[..8].to_vec();
-        assert_eq!(s.decode(&mut header), Err(WsError::MessageTooBig { limit: 1000 }));
+        assert_eq!(
+            s.decode(&mut header),
+            Err(WsError::MessageTooBig { limit: 1000 })
+        );
         assert_eq!(s.buffered(), 0);
     }
 }

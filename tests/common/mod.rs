@@ -28,13 +28,26 @@ impl Server {
     /// Starts the binary with `PORT=0` and the given variables; waits for its `listening` line.
     pub fn start_with(vars: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pubsub"));
-        cmd.env("PORT", "0").env("HOST", "127.0.0.1").env("LOG_LEVEL", "info");
+        cmd.env("PORT", "0")
+            .env("HOST", "127.0.0.1")
+            .env("LOG_LEVEL", "info");
         for (k, v) in vars {
             cmd.env(k, v);
         }
-        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn pubsub");
-        let stderr = child.stderr.take().unwrap();
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn pubsub");
+        let stderr = child.stderr.take();
         let (tx, rx) = mpsc::channel();
+        // Owned by a Server at once, so a failed start still kills and reaps the process.
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            log: rx,
+        };
+        let stderr = stderr.expect("piped stderr");
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -45,11 +58,14 @@ impl Server {
         });
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("no listening line");
+            let line = server
+                .log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("no listening line");
             let v: Value = serde_json::from_str(&line).expect("log lines are JSON");
             if v["event"] == "listening" {
-                let addr = v["addr"].as_str().unwrap().parse().unwrap();
-                return Server { child, addr, log: rx };
+                server.addr = v["addr"].as_str().unwrap().parse().unwrap();
+                return server;
             }
         }
     }
@@ -94,7 +110,10 @@ impl Server {
     pub fn wait_log(&self, event: &str) -> Value {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let line = self.log.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|_| panic!("no {event} log line"));
+            let line = self
+                .log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no {event} log line"));
             let v: Value = serde_json::from_str(&line).unwrap();
             if v["event"] == event {
                 return v;
@@ -104,13 +123,20 @@ impl Server {
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         // SIGTERM through the `kill` command keeps the tests free of unsafe code.
-        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -159,13 +185,23 @@ pub fn read_response(s: &mut TcpStream) -> RawResponse {
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
         let n = s.read(&mut byte).expect("read response head");
-        assert!(n > 0, "connection closed mid-head: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "connection closed mid-head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.push(byte[0]);
     }
     let head = String::from_utf8(buf).unwrap();
     let status = head[9..12].parse().unwrap();
-    let mut resp = RawResponse { status, head, body: Vec::new() };
-    let len: usize = resp.header("content-length").map_or(0, |v| v.parse().unwrap());
+    let mut resp = RawResponse {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    let len: usize = resp
+        .header("content-length")
+        .map_or(0, |v| v.parse().unwrap());
     resp.body = vec![0; len];
     s.read_exact(&mut resp.body).unwrap();
     resp
