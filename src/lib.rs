@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod config;
 pub mod engine;
+pub mod fuzz;
 pub mod error;
 pub mod http;
 pub mod log;

@@ -69,6 +69,6 @@ for group, counts in groups.items():
 total = sum(sum(c.values()) for c in groups.values())
 for case, behavior, close in bad:
     print("autobahn case %s: %s (close: %s)" % (case, behavior, close))
-print("autobahn: %d cases, %d not OK" % (total, len(bad)))
+print("autobahn: %d passed, %d failed" % (total - len(bad), len(bad)))
 sys.exit(1 if bad else 0)
 PY
