@@ -30,6 +30,61 @@ pub struct Config {
     pub close_linger: Duration,
     pub shutdown_timeout: Duration,
     pub enable_echo: bool,
+    /// When set, REST (but `GET /health`) and the upgrade need this key.
+    pub api_key: Option<Secret>,
+    /// When set, upgrades from browsers of other origins are refused, and CORS answers these.
+    pub allowed_origins: Option<Origins>,
+    /// Publishes per second per connection (0: unlimited), and the bucket's burst.
+    pub publish_rate_limit: u32,
+    pub publish_rate_burst: u32,
+    /// Connections one IP address may hold (0: unlimited).
+    pub max_connections_per_ip: usize,
+}
+
+/// A value that never appears in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The `ALLOWED_ORIGINS` list: exact origins, or `*` for any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origins {
+    pub any: bool,
+    pub list: Vec<String>,
+}
+
+impl Origins {
+    pub fn parse(s: &str) -> Option<Origins> {
+        let mut origins = Origins {
+            any: false,
+            list: Vec::new(),
+        };
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if item == "*" {
+                origins.any = true;
+            } else if item.starts_with("http://") || item.starts_with("https://") {
+                origins
+                    .list
+                    .push(item.trim_end_matches('/').to_ascii_lowercase());
+            } else {
+                return None;
+            }
+        }
+        (origins.any || !origins.list.is_empty()).then_some(origins)
+    }
+
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any
+            || self
+                .list
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+    }
 }
 
 impl Default for Config {
@@ -53,6 +108,11 @@ impl Default for Config {
             close_linger: Duration::from_millis(1000),
             shutdown_timeout: Duration::from_secs(5),
             enable_echo: false,
+            api_key: None,
+            allowed_origins: None,
+            publish_rate_limit: 0,
+            publish_rate_burst: 0,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -142,6 +202,24 @@ impl Config {
             )?),
             shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECS", d.shutdown_timeout, 1, 3600)?,
             enable_echo: env.parse("ENABLE_ECHO", d.enable_echo, "true or false", parse_bool)?,
+            api_key: env.parse(
+                "API_KEY",
+                None,
+                "a non-empty key of printable ASCII without spaces",
+                |s| {
+                    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
+                        .then(|| Some(Secret(s.to_string())))
+                },
+            )?,
+            allowed_origins: env.parse(
+                "ALLOWED_ORIGINS",
+                None,
+                "a comma-separated list of origins like https://app.example, or *",
+                |s| Origins::parse(s).map(Some),
+            )?,
+            publish_rate_limit: env.int("PUBLISH_RATE_LIMIT", 0, 0, 1_000_000)? as u32,
+            publish_rate_burst: env.int("PUBLISH_RATE_BURST", 0, 0, 1_000_000)? as u32,
+            max_connections_per_ip: env.size("MAX_CONNECTIONS_PER_IP", 0, 0, 1_000_000)?,
         };
         Ok(config)
     }
@@ -265,6 +343,11 @@ mod tests {
             ("HOST", "localhost:80"),
             ("LOG_LEVEL", "loud"),
             ("ENABLE_ECHO", "maybe"),
+            ("API_KEY", ""),
+            ("API_KEY", "with space"),
+            ("ALLOWED_ORIGINS", "example.com"),
+            ("ALLOWED_ORIGINS", ","),
+            ("PUBLISH_RATE_LIMIT", "-5"),
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var);

@@ -12,6 +12,7 @@ pub enum ErrorCode {
     NotSubscribed,
     LimitExceeded,
     SlowConsumer,
+    RateLimited,
     Unauthorized,
     Forbidden,
     NotFound,
@@ -24,13 +25,14 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::TopicNotFound,
         ErrorCode::TopicExists,
         ErrorCode::NotSubscribed,
         ErrorCode::LimitExceeded,
         ErrorCode::SlowConsumer,
+        ErrorCode::RateLimited,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -50,6 +52,7 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => "NOT_SUBSCRIBED",
             ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::NotFound => "NOT_FOUND",

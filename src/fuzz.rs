@@ -13,14 +13,19 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::http::{parse_request, Parsed, RequestLimits, Response};
 use crate::protocol::{self, ClientMessage, Replay};
-use crate::ws::frame::{apply_mask, decode_header, encode_frame, encode_header, OpCode, Role, MAX_HEADER_LEN};
+use crate::ws::frame::{
+    apply_mask, decode_header, encode_frame, encode_header, OpCode, Role, MAX_HEADER_LEN,
+};
 use crate::ws::handshake;
 use crate::ws::{Event, Session, WsError};
 
 /// The limits the server runs with by default.
 fn request_limits() -> RequestLimits {
     let c = Config::default();
-    RequestLimits { max_header_bytes: c.max_header_bytes, max_body_bytes: c.max_body_bytes }
+    RequestLimits {
+        max_header_bytes: c.max_header_bytes,
+        max_body_bytes: c.max_body_bytes,
+    }
 }
 
 /// Splits `data` into chunks whose sizes come from `sizes` (cycled), each at least 1 byte.
@@ -29,7 +34,9 @@ fn chunks<'a>(data: &'a [u8], sizes: &[u8]) -> Vec<&'a [u8]> {
     let mut pos = 0;
     let mut i = 0;
     while pos < data.len() {
-        let size = sizes.get(i % sizes.len().max(1)).map_or(data.len(), |&s| s as usize + 1);
+        let size = sizes
+            .get(i % sizes.len().max(1))
+            .map_or(data.len(), |&s| s as usize + 1);
         let end = (pos + size).min(data.len());
         out.push(&data[pos..end]);
         pos = end;
@@ -52,7 +59,10 @@ pub fn http_request(data: &[u8]) {
                 for cut in [0, used / 2, used.saturating_sub(1)] {
                     if cut < used {
                         assert!(
-                            matches!(parse_request(&rest[..cut], &limits), Ok(Parsed::Partial { .. })),
+                            matches!(
+                                parse_request(&rest[..cut], &limits),
+                                Ok(Parsed::Partial { .. })
+                            ),
                             "prefix {cut} of a complete request was not partial"
                         );
                     }
@@ -71,16 +81,22 @@ pub fn http_request(data: &[u8]) {
 }
 
 pub fn ws_handshake(data: &[u8]) {
-    let Ok(Parsed::Complete(req, _)) = parse_request(data, &request_limits()) else { return };
+    let Ok(Parsed::Complete(req, _)) = parse_request(data, &request_limits()) else {
+        return;
+    };
     match handshake::validate(&req) {
         Ok(accept) => {
-            let key = req.header("sec-websocket-key").expect("validated requests have a key");
+            let key = req
+                .header("sec-websocket-key")
+                .expect("validated requests have a key");
             assert_eq!(accept, handshake::accept_key(key.trim_ascii()));
             assert_eq!(accept.len(), 28);
             let resp = handshake::response(&accept);
             let mut headers = [httparse::EMPTY_HEADER; 8];
             let mut parsed = httparse::Response::new(&mut headers);
-            assert!(matches!(parsed.parse(&resp), Ok(httparse::Status::Complete(n)) if n == resp.len()));
+            assert!(
+                matches!(parsed.parse(&resp), Ok(httparse::Status::Complete(n)) if n == resp.len())
+            );
             assert_eq!(parsed.code, Some(101));
         }
         Err(e) => {
@@ -92,7 +108,9 @@ pub fn ws_handshake(data: &[u8]) {
 }
 
 pub fn ws_frame(data: &[u8]) {
-    let Some((&split, rest)) = data.split_first() else { return };
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
     // Decoding a header from any prefix gives "need more" or the same answer as the whole.
     for role in [Role::Server, Role::Client] {
         let whole = decode_header(rest, role);
@@ -107,13 +125,29 @@ pub fn ws_frame(data: &[u8]) {
         }
     }
     // Round trip: a frame the encoder produces decodes to what was encoded.
-    let opcode = [OpCode::Text, OpCode::Binary, OpCode::Continuation, OpCode::Ping, OpCode::Pong, OpCode::Close][split as usize % 6];
+    let opcode = [
+        OpCode::Text,
+        OpCode::Binary,
+        OpCode::Continuation,
+        OpCode::Ping,
+        OpCode::Pong,
+        OpCode::Close,
+    ][split as usize % 6];
     let fin = opcode.is_control() || split & 0x80 != 0;
-    let payload = if opcode.is_control() { &rest[..rest.len().min(125)] } else { rest };
+    let payload = if opcode.is_control() {
+        &rest[..rest.len().min(125)]
+    } else {
+        rest
+    };
     let mut header = [0u8; MAX_HEADER_LEN];
     let n = encode_header(fin, opcode, payload.len(), &mut header);
-    let h = decode_header(&header[..n], Role::Client).expect("own header decodes").expect("complete");
-    assert_eq!((h.fin, h.opcode, h.payload_len, h.header_len, h.mask), (fin, opcode, payload.len() as u64, n, None));
+    let h = decode_header(&header[..n], Role::Client)
+        .expect("own header decodes")
+        .expect("complete");
+    assert_eq!(
+        (h.fin, h.opcode, h.payload_len, h.header_len, h.mask),
+        (fin, opcode, payload.len() as u64, n, None)
+    );
     if opcode == OpCode::Text || opcode == OpCode::Binary {
         let frame = encode_frame(opcode, payload);
         assert_eq!(frame.len(), n + payload.len());
@@ -172,27 +206,41 @@ fn run_session(chunks: &[&[u8]], max: usize) -> Vec<Seen> {
                     return seen;
                 }
             }
-            assert!(session.buffered() <= max.max(64) * 2 + 64, "assembly beyond the message limit");
+            assert!(
+                session.buffered() <= max.max(64) * 2 + 64,
+                "assembly beyond the message limit"
+            );
         }
         pending.drain(..pos);
         // Only an unfinished header or control frame is ever left over.
-        assert!(pending.len() < MAX_HEADER_LEN + 125, "{} bytes left unconsumed", pending.len());
+        assert!(
+            pending.len() < MAX_HEADER_LEN + 125,
+            "{} bytes left unconsumed",
+            pending.len()
+        );
     }
     seen
 }
 
 pub fn ws_session(data: &[u8]) {
-    let Some((&sizes_len, rest)) = data.split_first() else { return };
+    let Some((&sizes_len, rest)) = data.split_first() else {
+        return;
+    };
     let sizes_len = (sizes_len as usize % 8).min(rest.len());
     let (sizes, stream) = rest.split_at(sizes_len);
     let max = 1024;
     let whole = run_session(&[stream], max);
     let split = run_session(&chunks(stream, sizes), max);
-    assert_eq!(whole, split, "the result depends on how the bytes were split");
+    assert_eq!(
+        whole, split,
+        "the result depends on how the bytes were split"
+    );
 }
 
 pub fn client_message(data: &[u8]) {
-    let Ok(incoming) = protocol::parse(data) else { return };
+    let Ok(incoming) = protocol::parse(data) else {
+        return;
+    };
     if let Some(rid) = incoming.request_id {
         assert!(serde_json::from_str::<serde_json::Value>(rid.get()).is_ok());
     }
@@ -202,26 +250,37 @@ pub fn client_message(data: &[u8]) {
             assert!(crate::broker::is_valid_topic_name(&topic));
             assert!(uuid::Uuid::try_parse(&id).is_ok());
             let frame = protocol::event_frame(&topic, &id, payload, 1, ts);
-            let h = decode_header(&frame, Role::Client).expect("valid").expect("complete");
+            let h = decode_header(&frame, Role::Client)
+                .expect("valid")
+                .expect("complete");
             let body = &frame[h.header_len..];
             let event: serde_json::Value = serde_json::from_slice(body).expect("events are JSON");
             assert_eq!(event["topic"].as_str(), Some(&*topic));
             let text = std::str::from_utf8(body).expect("UTF-8");
-            assert!(text.contains(payload.get()), "the payload is carried verbatim");
+            assert!(
+                text.contains(payload.get()),
+                "the payload is carried verbatim"
+            );
         }
         ClientMessage::Subscribe { topic, .. } | ClientMessage::Unsubscribe { topic, .. } => {
             assert!(crate::broker::is_valid_topic_name(&topic));
         }
         ClientMessage::Ping => {
             let frame = protocol::pong_frame(incoming.request_id, ts);
-            let h = decode_header(&frame, Role::Client).expect("valid").expect("complete");
+            let h = decode_header(&frame, Role::Client)
+                .expect("valid")
+                .expect("complete");
             assert!(serde_json::from_slice::<serde_json::Value>(&frame[h.header_len..]).is_ok());
         }
     }
 }
 
 pub fn broker_ops(data: &[u8]) {
-    let limits = BrokerLimits { max_topics: 3, max_subscribers_per_topic: 4, history_size: 5 };
+    let limits = BrokerLimits {
+        max_topics: 3,
+        max_subscribers_per_topic: 4,
+        history_size: 5,
+    };
     let mut broker = Broker::new(limits);
     let names = ["a", "b", "c", "d"];
     let mut last_seq: HashMap<&str, u64> = HashMap::new();
@@ -266,7 +325,9 @@ pub fn broker_ops(data: &[u8]) {
                 let before = broker.topic(topic).map(|t| t.subscribers().len());
                 match broker.publish(topic, |seq| Rc::from(seq.to_le_bytes().to_vec())) {
                     Ok(p) => {
-                        let last = last_seq.get_mut(topic).expect("existing topics are tracked");
+                        let last = last_seq
+                            .get_mut(topic)
+                            .expect("existing topics are tracked");
                         assert_eq!(p.seq, *last + 1, "seq grows by one");
                         *last = p.seq;
                         assert_eq!(Some(p.subscribers.len()), before);
@@ -277,7 +338,9 @@ pub fn broker_ops(data: &[u8]) {
             }
             _ => broker.disconnect(conn),
         }
-        broker.check_invariants().unwrap_or_else(|e| panic!("after op {op:?}: {e}"));
+        broker
+            .check_invariants()
+            .unwrap_or_else(|e| panic!("after op {op:?}: {e}"));
         for t in broker.topics() {
             assert!(t.history_len() <= limits.history_size);
         }
@@ -299,9 +362,16 @@ impl OutputChecker {
             if self.buf.is_empty() {
                 return;
             }
-            assert!(!self.closed, "bytes after the close frame or a closing response");
+            assert!(
+                !self.closed,
+                "bytes after the close frame or a closing response"
+            );
             if self.websocket {
-                let Some(h) = decode_header(&self.buf, Role::Client).expect("server frames are valid") else { return };
+                let Some(h) =
+                    decode_header(&self.buf, Role::Client).expect("server frames are valid")
+                else {
+                    return;
+                };
                 let end = h.header_len + h.payload_len as usize;
                 if self.buf.len() < end {
                     return;
@@ -310,7 +380,8 @@ impl OutputChecker {
                 let payload = &self.buf[h.header_len..end];
                 match h.opcode {
                     OpCode::Text => {
-                        let v: serde_json::Value = serde_json::from_slice(payload).expect("text frames are JSON");
+                        let v: serde_json::Value =
+                            serde_json::from_slice(payload).expect("text frames are JSON");
                         assert!(v["type"].is_string());
                     }
                     OpCode::Close => {
@@ -332,13 +403,22 @@ impl OutputChecker {
                     .headers
                     .iter()
                     .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .map_or(0, |h| std::str::from_utf8(h.value).expect("ascii").parse().expect("number"));
-                let closing = resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case("connection") && h.value == b"close");
+                    .map_or(0, |h| {
+                        std::str::from_utf8(h.value)
+                            .expect("ascii")
+                            .parse()
+                            .expect("number")
+                    });
+                let closing = resp
+                    .headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case("connection") && h.value == b"close");
                 if self.buf.len() < head + length {
                     return;
                 }
                 if length > 0 {
-                    serde_json::from_slice::<serde_json::Value>(&self.buf[head..head + length]).expect("bodies are JSON");
+                    serde_json::from_slice::<serde_json::Value>(&self.buf[head..head + length])
+                        .expect("bodies are JSON");
                 }
                 self.buf.drain(..head + length);
                 self.websocket = code == 101;
@@ -377,21 +457,34 @@ fn masked_text(payload: &[u8]) -> Vec<u8> {
 }
 
 pub fn connection(data: &[u8]) {
-    let Some((&flags, rest)) = data.split_first() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
     let sizes_len = ((flags >> 1) as usize % 8).min(rest.len());
     let (sizes, input) = rest.split_at(sizes_len);
     let config = connection_config();
     let start = Instant::now();
     let mut engine: Engine<()> = Engine::new(config.clone(), start);
-    let mut checker = OutputChecker { buf: Vec::new(), websocket: false, closed: false };
+    let mut checker = OutputChecker {
+        buf: Vec::new(),
+        websocket: false,
+        closed: false,
+    };
     crate::log::set_level(crate::log::Level::Error);
     // Another client has created "orders" and subscribed to it, so publishes fan out.
     let other = engine.open((), std::net::IpAddr::from([127, 0, 0, 2]), start);
-    let mut setup = b"POST /topics HTTP/1.1\r\nContent-Length: 17\r\n\r\n{\"name\":\"orders\"}".to_vec();
+    let mut setup =
+        b"POST /topics HTTP/1.1\r\nContent-Length: 17\r\n\r\n{\"name\":\"orders\"}".to_vec();
     setup.extend_from_slice(UPGRADE);
-    setup.extend(masked_text(br#"{"type":"subscribe","topic":"orders","client_id":"other"}"#));
+    setup.extend(masked_text(
+        br#"{"type":"subscribe","topic":"orders","client_id":"other"}"#,
+    ));
     engine.receive(other, &mut setup, start);
-    assert_eq!(engine.broker().subscription_count(), 1, "the setup subscribed");
+    assert_eq!(
+        engine.broker().subscription_count(),
+        1,
+        "the setup subscribed"
+    );
     let key = engine.open((), std::net::IpAddr::from([127, 0, 0, 1]), start);
     let mut feed: Vec<u8> = Vec::new();
     if flags & 1 == 1 {
@@ -415,21 +508,32 @@ pub fn connection(data: &[u8]) {
         }
         engine.tick(now);
         for k in engine.take_dirty() {
-            let Some(conn) = engine.conn_mut(k) else { continue };
+            let Some(conn) = engine.conn_mut(k) else {
+                continue;
+            };
             let mut out = Vec::new();
-            conn.outq.write_to(&mut out).expect("a Vec takes everything");
+            conn.outq
+                .write_to(&mut out, &mut crate::stats::Histogram::default())
+                .expect("a Vec takes everything");
             if k == key {
                 checker.feed(&out);
             }
             let _ = engine.after_flush(k, now);
         }
         if let Some(conn) = engine.conn(key) {
-            assert!(conn.footprint() <= bound, "connection holds {} bytes", conn.footprint());
+            assert!(
+                conn.footprint() <= bound,
+                "connection holds {} bytes",
+                conn.footprint()
+            );
         }
         for k in engine.take_doomed() {
             engine.remove(k);
         }
-        engine.broker().check_invariants().expect("broker indexes agree");
+        engine
+            .broker()
+            .check_invariants()
+            .expect("broker indexes agree");
     }
     engine.begin_shutdown(now);
     let stats = engine.stats();

@@ -8,10 +8,12 @@
 pub mod broker;
 pub mod config;
 pub mod engine;
-pub mod fuzz;
 pub mod error;
+pub mod fuzz;
+pub mod guard;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod outq;
 pub mod protocol;
 pub mod routes;

@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::rc::Rc;
 
+use crate::stats::Histogram;
+
 /// How many buffers one `writev` takes at most (Linux allows 1024; 64 fills a socket buffer).
 const MAX_IOVECS: usize = 64;
 
@@ -125,7 +127,12 @@ impl OutQueue {
 
     /// Writes as much as `w` takes, many frames per call. Stops at `WouldBlock` (not an error
     /// here) or when empty; other errors are returned.
-    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<Flushed> {
+    /// `per_call` records how many frames each call completed.
+    pub fn write_to<W: Write>(
+        &mut self,
+        w: &mut W,
+        per_call: &mut Histogram,
+    ) -> io::Result<Flushed> {
         let mut report = Flushed::default();
         while !self.entries.is_empty() {
             let written = {
@@ -150,7 +157,9 @@ impl OutQueue {
             };
             report.writev_calls += 1;
             report.bytes += written;
-            report.frames += self.consume(written);
+            let frames = self.consume(written);
+            per_call.record(frames as u64);
+            report.frames += frames;
         }
         if self.entries.is_empty() && self.entries.capacity() > 16 {
             self.entries = VecDeque::new();
@@ -230,13 +239,13 @@ mod tests {
             cap: 4,
             calls: 1,
         };
-        let r = q.write_to(&mut w).unwrap();
+        let r = q.write_to(&mut w, &mut Histogram::default()).unwrap();
         assert_eq!((r.bytes, r.frames, r.writev_calls), (4, 1, 1));
         assert_eq!((q.counted_frames(), q.bytes()), (1, 6));
         q.drop_unstarted();
         assert_eq!((q.len(), q.bytes(), q.counted_frames()), (1, 3, 0));
         w.calls = 10;
-        q.write_to(&mut w).unwrap();
+        q.write_to(&mut w, &mut Histogram::default()).unwrap();
         assert!(q.is_empty());
         assert_eq!(w.out, b"abcdefg");
     }
@@ -252,7 +261,7 @@ mod tests {
             cap: usize::MAX,
             calls: 10,
         };
-        let r = q.write_to(&mut w).unwrap();
+        let r = q.write_to(&mut w, &mut Histogram::default()).unwrap();
         assert_eq!((r.writev_calls, r.frames, r.bytes), (2, 100, 1000));
         assert_eq!(q.counted_frames(), 0);
     }

@@ -7,13 +7,23 @@ use crate::error::{ErrorCode, HttpFailure};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    WebSocket,
-    Echo,
+    /// `GET /ws`, or `GET /echo` when enabled.
+    Upgrade {
+        echo: bool,
+    },
+    /// A CORS preflight (`OPTIONS`) for a known path.
+    Preflight,
+    Rest(RestRoute),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestRoute {
     ListTopics,
     CreateTopic,
     DeleteTopic(String),
     Health,
     Stats,
+    Metrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +71,14 @@ impl HttpFailure for RouteError {
 }
 
 pub fn resolve(method: &str, path: &str, echo_enabled: bool) -> Result<Route, RouteError> {
+    if method == "OPTIONS" {
+        return resolve("GET", path, echo_enabled)
+            .or_else(|e| match e {
+                RouteError::MethodNotAllowed { .. } => Ok(Route::Preflight),
+                other => Err(other),
+            })
+            .map(|_| Route::Preflight);
+    }
     let only = |allow: &'static str, route: Route| {
         if allow.split(", ").any(|m| m == method) {
             Ok(route)
@@ -69,19 +87,20 @@ pub fn resolve(method: &str, path: &str, echo_enabled: bool) -> Result<Route, Ro
         }
     };
     match path {
-        "/ws" => only("GET", Route::WebSocket),
-        "/echo" if echo_enabled => only("GET", Route::Echo),
+        "/ws" => only("GET", Route::Upgrade { echo: false }),
+        "/echo" if echo_enabled => only("GET", Route::Upgrade { echo: true }),
         "/topics" | "/topics/" => match method {
-            "GET" => Ok(Route::ListTopics),
-            "POST" => Ok(Route::CreateTopic),
+            "GET" => Ok(Route::Rest(RestRoute::ListTopics)),
+            "POST" => Ok(Route::Rest(RestRoute::CreateTopic)),
             _ => Err(RouteError::MethodNotAllowed { allow: "GET, POST" }),
         },
-        "/health" => only("GET", Route::Health),
-        "/stats" => only("GET", Route::Stats),
+        "/health" => only("GET", Route::Rest(RestRoute::Health)),
+        "/stats" => only("GET", Route::Rest(RestRoute::Stats)),
+        "/metrics" => only("GET", Route::Rest(RestRoute::Metrics)),
         _ => match path.strip_prefix("/topics/") {
             Some(segment) if !segment.contains('/') => {
                 let name = percent_decode(segment).ok_or(RouteError::BadPath)?;
-                only("DELETE", Route::DeleteTopic(name))
+                only("DELETE", Route::Rest(RestRoute::DeleteTopic(name)))
             }
             _ => Err(RouteError::NotFound),
         },
@@ -114,8 +133,8 @@ mod tests {
     #[test]
     fn routing_table() {
         let cases: &[(&str, &str, Result<Route, RouteError>)] = &[
-            ("GET", "/topics", Ok(Route::ListTopics)),
-            ("POST", "/topics", Ok(Route::CreateTopic)),
+            ("GET", "/topics", Ok(Route::Rest(RestRoute::ListTopics))),
+            ("POST", "/topics", Ok(Route::Rest(RestRoute::CreateTopic))),
             (
                 "PUT",
                 "/topics",
@@ -124,12 +143,12 @@ mod tests {
             (
                 "DELETE",
                 "/topics/orders",
-                Ok(Route::DeleteTopic("orders".into())),
+                Ok(Route::Rest(RestRoute::DeleteTopic("orders".into()))),
             ),
             (
                 "DELETE",
                 "/topics/a%3Ab",
-                Ok(Route::DeleteTopic("a:b".into())),
+                Ok(Route::Rest(RestRoute::DeleteTopic("a:b".into()))),
             ),
             ("DELETE", "/topics/a%zz", Err(RouteError::BadPath)),
             ("DELETE", "/topics/a%ff", Err(RouteError::BadPath)),
@@ -139,21 +158,28 @@ mod tests {
                 Err(RouteError::MethodNotAllowed { allow: "DELETE" }),
             ),
             ("DELETE", "/topics/a/b", Err(RouteError::NotFound)),
-            ("GET", "/health", Ok(Route::Health)),
+            ("GET", "/health", Ok(Route::Rest(RestRoute::Health))),
             (
                 "POST",
                 "/health",
                 Err(RouteError::MethodNotAllowed { allow: "GET" }),
             ),
-            ("GET", "/stats", Ok(Route::Stats)),
-            ("GET", "/ws", Ok(Route::WebSocket)),
+            ("GET", "/stats", Ok(Route::Rest(RestRoute::Stats))),
+            ("GET", "/ws", Ok(Route::Upgrade { echo: false })),
             ("GET", "/echo", Err(RouteError::NotFound)),
             ("GET", "/nope", Err(RouteError::NotFound)),
+            ("GET", "/metrics", Ok(Route::Rest(RestRoute::Metrics))),
+            ("OPTIONS", "/topics", Ok(Route::Preflight)),
+            ("OPTIONS", "/topics/x", Ok(Route::Preflight)),
+            ("OPTIONS", "/nope", Err(RouteError::NotFound)),
         ];
         for (method, path, want) in cases {
             assert_eq!(&resolve(method, path, false), want, "{method} {path}");
         }
-        assert_eq!(resolve("GET", "/echo", true), Ok(Route::Echo));
+        assert_eq!(
+            resolve("GET", "/echo", true),
+            Ok(Route::Upgrade { echo: true })
+        );
         assert_eq!(RouteError::MethodNotAllowed { allow: "GET" }.status(), 405);
     }
 }

@@ -88,8 +88,10 @@ impl Server {
             }
             let now = Instant::now();
             let stats = self.engine.stats_mut();
+            let n = events.iter().count() as u64;
             stats.event_loop.ticks += 1;
-            stats.event_loop.events += events.iter().count() as u64;
+            stats.event_loop.events += n;
+            stats.event_loop.events_per_tick.record(n);
 
             for key in std::mem::take(&mut self.resume) {
                 self.read(key, now);
@@ -216,10 +218,12 @@ impl Server {
     }
 
     fn flush(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.engine.conn_mut(key) else {
-            return;
-        };
-        let report = match conn.outq.write_to(&mut conn.socket) {
+        let (conn, stats) = self.engine.conn_and_stats(key);
+        let Some(conn) = conn else { return };
+        let report = match conn
+            .outq
+            .write_to(&mut conn.socket, &mut stats.event_loop.frames_per_writev)
+        {
             Ok(r) => r,
             Err(_) => {
                 self.engine.socket_failed(key);

@@ -1,5 +1,7 @@
 //! Counters behind `/health` and `/stats`: what the server has done and what its loop does.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -10,7 +12,13 @@ pub struct ConnectionStats {
     /// Connections accepted since start, and those refused for `MAX_CONNECTIONS`.
     pub accepted: u64,
     pub refused: u64,
+    /// Connections refused for `MAX_CONNECTIONS_PER_IP`.
+    pub refused_per_ip: u64,
     pub upgrades: u64,
+    /// Upgrade requests refused, by reason.
+    pub upgrades_refused: BTreeMap<&'static str, u64>,
+    /// Close frames the server sent, by status code.
+    pub closes_sent: BTreeMap<u16, u64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -20,6 +28,7 @@ pub struct MessageStats {
     pub replayed: u64,
     pub slow_consumer_disconnects: u64,
     pub heartbeat_timeouts: u64,
+    pub rate_limited: u64,
 }
 
 /// Event-loop internals, for people studying how the loop behaves under load.
@@ -32,6 +41,37 @@ pub struct LoopStats {
     pub writev_calls: u64,
     pub frames_written: u64,
     pub bytes_out: u64,
+    /// How many events each poll returned, and how many frames each `writev` carried.
+    pub events_per_tick: Histogram,
+    pub frames_per_writev: Histogram,
+}
+
+/// Counts in power-of-two buckets: bucket `i` holds values up to `2^i` (the last one, the rest).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Histogram {
+    pub buckets: [u64; HISTOGRAM_BUCKETS],
+    pub count: u64,
+    pub sum: u64,
+}
+
+pub const HISTOGRAM_BUCKETS: usize = 12;
+
+impl Histogram {
+    pub fn record(&mut self, value: u64) {
+        let bucket = if value <= 1 {
+            0
+        } else {
+            (64 - (value - 1).leading_zeros()) as usize
+        };
+        self.buckets[bucket.min(HISTOGRAM_BUCKETS - 1)] += 1;
+        self.count += 1;
+        self.sum += value;
+    }
+
+    /// The upper bound of bucket `i` (`None` for the last, unbounded one).
+    pub fn bound(i: usize) -> Option<u64> {
+        (i < HISTOGRAM_BUCKETS - 1).then(|| 1u64 << i)
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -40,4 +80,23 @@ pub struct Stats {
     pub messages: MessageStats,
     #[serde(rename = "loop")]
     pub event_loop: LoopStats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_powers_of_two() {
+        let mut h = Histogram::default();
+        for v in [0, 1, 2, 3, 4, 5, 1024, 1025, 1 << 40] {
+            h.record(v);
+        }
+        assert_eq!(&h.buckets[..4], &[2, 1, 2, 1]);
+        assert_eq!(h.buckets[10], 1);
+        assert_eq!(h.buckets[11], 2);
+        assert_eq!(h.count, 9);
+        assert_eq!(Histogram::bound(3), Some(8));
+        assert_eq!(Histogram::bound(11), None);
+    }
 }

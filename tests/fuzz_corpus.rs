@@ -21,7 +21,9 @@ fn every_corpus_input_passes_its_target() {
     for (name, target) in TARGETS {
         let dir = corpus.join(name);
         let mut count = 0;
-        let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .collect();
         entries.sort_by_key(|e| e.as_ref().map(|e| e.path()).ok());
         for entry in entries {
             let path = entry.unwrap().path();

@@ -9,10 +9,12 @@ use serde_json::value::RawValue;
 use super::{Consumed, Engine, HttpState, Phase, WsState};
 use crate::broker::BrokerError;
 use crate::error::{ErrorCode, HttpFailure};
+use crate::guard::{self, TokenBucket};
 use crate::http::{parse_request, Parsed, Request, RequestLimits, Response};
 use crate::log::Level;
+use crate::metrics;
 use crate::outq::{Bound, Chunk};
-use crate::routes::{resolve, Route};
+use crate::routes::{resolve, RestRoute, Route};
 use crate::ws::{handshake, Session};
 
 /// While this many response bytes wait for a client that does not read them, its further
@@ -127,7 +129,7 @@ impl<S> Engine<S> {
                             self.set_deadline(key, now + timeout);
                         }
                         Answer::Upgrade { accept, echo } => {
-                            self.upgrade(key, &accept, echo);
+                            self.upgrade(key, &accept, echo, now);
                             return Consumed {
                                 bytes: pos,
                                 phase_changed: true,
@@ -161,7 +163,7 @@ impl<S> Engine<S> {
         self.set_deadline(key, now + self.config.close_linger);
     }
 
-    fn upgrade(&mut self, key: usize, accept: &str, echo: bool) {
+    fn upgrade(&mut self, key: usize, accept: &str, echo: bool, now: Instant) {
         let max_message = if echo {
             crate::config::ECHO_MAX_MESSAGE_BYTES
         } else {
@@ -176,11 +178,16 @@ impl<S> Engine<S> {
         self.stats.connections.websocket += 1;
         self.stats.connections.upgrades += 1;
         self.clear_deadline(key);
+        let burst = match self.config.publish_rate_burst {
+            0 => self.config.publish_rate_limit.max(1),
+            b => b,
+        };
         let c = &mut self.conns[key];
         c.phase = Phase::WebSocket(Box::new(WsState {
             session: Session::new(max_message),
             echo,
             close_sent: false,
+            bucket: (self.config.publish_rate_limit > 0).then(|| TokenBucket::new(burst, now)),
         }));
         crate::log!(Level::Debug, "websocket_opened", "conn" => c.id, "echo" => echo);
     }
@@ -190,24 +197,95 @@ impl<S> Engine<S> {
             Ok(route) => route,
             Err(e) => return Answer::Respond(Response::error(&e)),
         };
-        let result = match route {
-            Route::WebSocket | Route::Echo => {
-                return match handshake::validate(request) {
-                    Ok(accept) if !self.shutting_down => Answer::Upgrade {
-                        accept,
-                        echo: route == Route::Echo,
+        let cors = guard::cors_headers(request, self.config.allowed_origins.as_ref());
+        let rest = match route {
+            Route::Upgrade { echo } => return self.answer_upgrade(request, echo),
+            Route::Preflight => {
+                return Answer::Respond(
+                    match guard::check_origin(request, self.config.allowed_origins.as_ref()) {
+                        Err(e) => Response::error(&e),
+                        Ok(()) => {
+                            let mut r = Response::new(204);
+                            r.headers.extend(cors);
+                            r.headers.extend(
+                                guard::PREFLIGHT_HEADERS
+                                    .iter()
+                                    .map(|(k, v)| (*k, v.to_string())),
+                            );
+                            r
+                        }
                     },
-                    Ok(_) => Answer::Respond(Response::error(&Unavailable).closing()),
-                    Err(e) => Answer::Respond(Response::error(&e)),
-                };
+                );
             }
-            Route::ListTopics => Ok(self.list_topics()),
-            Route::CreateTopic => self.create_topic(&request.body),
-            Route::DeleteTopic(name) => self.delete_topic(&name, now),
-            Route::Health => Ok(self.health(now)),
-            Route::Stats => Ok(self.stats_response(now)),
+            Route::Rest(rest) => rest,
         };
-        Answer::Respond(result.unwrap_or_else(|e| e))
+        let authorised = match (&self.config.api_key, &rest) {
+            (_, RestRoute::Health) | (None, _) => Ok(()),
+            (Some(key), _) => guard::check_api_key(request, key, false),
+        };
+        let result = match authorised {
+            Err(e) => Err(Response::error(&e)),
+            Ok(()) => match rest {
+                RestRoute::ListTopics => Ok(self.list_topics()),
+                RestRoute::CreateTopic => self.create_topic(&request.body),
+                RestRoute::DeleteTopic(name) => self.delete_topic(&name, now),
+                RestRoute::Health => Ok(self.health(now)),
+                RestRoute::Stats => Ok(self.stats_response(now)),
+                RestRoute::Metrics => Ok(self.metrics(now)),
+            },
+        };
+        let mut response = result.unwrap_or_else(|e| e);
+        response.headers.extend(cors);
+        Answer::Respond(response)
+    }
+
+    /// The checks before an upgrade, in order: origin, API key, the handshake itself.
+    fn answer_upgrade(&mut self, request: &Request<'_>, echo: bool) -> Answer {
+        let guarded =
+            guard::check_origin(request, self.config.allowed_origins.as_ref()).and_then(|()| {
+                match &self.config.api_key {
+                    Some(key) => guard::check_api_key(request, key, true),
+                    None => Ok(()),
+                }
+            });
+        let refused = |this: &mut Self, reason: &'static str, response: Response| {
+            *this
+                .stats
+                .connections
+                .upgrades_refused
+                .entry(reason)
+                .or_insert(0) += 1;
+            crate::log!(Level::Debug, "upgrade_refused", "reason" => reason);
+            Answer::Respond(response)
+        };
+        if let Err(e) = guarded {
+            return refused(self, e.reason(), Response::error(&e));
+        }
+        match handshake::validate(request) {
+            Ok(_) if self.shutting_down => refused(
+                self,
+                "shutting_down",
+                Response::error(&Unavailable).closing(),
+            ),
+            Ok(accept) => Answer::Upgrade { accept, echo },
+            Err(e @ handshake::HandshakeError::UnsupportedVersion) => {
+                refused(self, "unsupported_version", Response::error(&e))
+            }
+            Err(e) => refused(self, "bad_handshake", Response::error(&e)),
+        }
+    }
+
+    fn metrics(&self, now: Instant) -> Response {
+        let gauges = metrics::Gauges {
+            topics: self.broker.topic_count(),
+            subscriptions: self.broker.subscription_count(),
+            uptime: self.uptime(now),
+        };
+        let mut r = Response::new(200);
+        r.body = metrics::render(&self.stats, &gauges).into_bytes();
+        r.headers
+            .push(("Content-Type", metrics::CONTENT_TYPE.into()));
+        r
     }
 
     fn list_topics(&self) -> Response {

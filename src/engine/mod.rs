@@ -6,7 +6,7 @@ mod http;
 mod ws;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use slab::Slab;
 
 use crate::broker::{Broker, BrokerLimits, ConnId};
 use crate::config::Config;
+use crate::guard::TokenBucket;
 use crate::log::Level;
 use crate::outq::{Bound, Chunk, OutQueue};
 use crate::stats::Stats;
@@ -43,6 +44,8 @@ pub struct WsState {
     echo: bool,
     /// The server's close frame is queued: nothing else is sent, the peer's close is awaited.
     close_sent: bool,
+    /// The publish rate limiter, when `PUBLISH_RATE_LIMIT` is set.
+    bucket: Option<TokenBucket>,
 }
 
 #[derive(Debug)]
@@ -64,6 +67,8 @@ pub struct Conn<S> {
     /// Loop bookkeeping owned by the server: write interest registered, reading stopped early.
     pub writable_registered: bool,
     pub read_stalled: bool,
+    /// Whether this connection counts against `MAX_CONNECTIONS_PER_IP`.
+    ip_counted: bool,
 }
 
 impl<S> Conn<S> {
@@ -102,6 +107,8 @@ pub struct Engine<S> {
     slow: Vec<ConnId>,
     /// Reused for each publish's subscriber list.
     fanout: Vec<ConnId>,
+    /// Open connections per peer address, kept only when `MAX_CONNECTIONS_PER_IP` is set.
+    per_ip: HashMap<IpAddr, u32>,
     started: Instant,
     next_heartbeat: Instant,
     shutting_down: bool,
@@ -130,6 +137,7 @@ impl<S> Engine<S> {
             doomed: Vec::new(),
             slow: Vec::new(),
             fanout: Vec::new(),
+            per_ip: HashMap::new(),
             started: now,
             shutting_down: false,
         }
@@ -163,6 +171,11 @@ impl<S> Engine<S> {
         self.conns.get_mut(key)
     }
 
+    /// A connection and the statistics at once, for the flush that updates both.
+    pub fn conn_and_stats(&mut self, key: usize) -> (Option<&mut Conn<S>>, &mut Stats) {
+        (self.conns.get_mut(key), &mut self.stats)
+    }
+
     pub fn conns(&self) -> impl Iterator<Item = (usize, &Conn<S>)> {
         self.conns.iter()
     }
@@ -193,12 +206,27 @@ impl<S> Engine<S> {
             doomed: false,
             writable_registered: false,
             read_stalled: false,
+            ip_counted: false,
         });
+        let per_ip_limit = self.config.max_connections_per_ip;
+        let per_ip_full = per_ip_limit > 0
+            && self
+                .per_ip
+                .get(&peer)
+                .is_some_and(|&n| n as usize >= per_ip_limit);
         if over_limit {
             self.stats.connections.refused += 1;
             crate::log!(Level::Warn, "connection_refused", "conn" => id, "reason" => "max_connections");
             self.refuse_unavailable(key, now);
+        } else if per_ip_full {
+            self.stats.connections.refused_per_ip += 1;
+            crate::log!(Level::Info, "connection_refused", "conn" => id, "reason" => "max_connections_per_ip", "peer" => peer.to_string());
+            self.refuse_unavailable(key, now);
         } else {
+            if per_ip_limit > 0 {
+                *self.per_ip.entry(peer).or_insert(0) += 1;
+                self.conns[key].ip_counted = true;
+            }
             self.stats.connections.accepted += 1;
             self.stats.connections.http += 1;
             crate::log!(Level::Debug, "connection_opened", "conn" => id, "peer" => peer.to_string());
@@ -350,6 +378,14 @@ impl<S> Engine<S> {
         }
         let conn = self.conns.remove(key);
         self.broker.disconnect(conn.id);
+        if conn.ip_counted {
+            if let Some(n) = self.per_ip.get_mut(&conn.peer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&conn.peer);
+                }
+            }
+        }
         match conn.phase {
             Phase::Http(_) => self.stats.connections.http -= 1,
             Phase::WebSocket(_) => self.stats.connections.websocket -= 1,

@@ -66,7 +66,7 @@ impl<S> Engine<S> {
         crate::log!(Level::Info, "websocket_protocol_error", "conn" => c.id, "error" => e.to_string(), "code" => e.close_code().as_u16());
         if let Phase::WebSocket(ws) = &c.phase {
             if !ws.close_sent {
-                let frame = encode_close(e.close_code().as_u16(), &e.to_string());
+                let frame = self.close_frame(e.close_code().as_u16(), &e.to_string());
                 self.push(key, Chunk::Owned(frame), Bound::Exempt);
             }
         }
@@ -92,7 +92,7 @@ impl<S> Engine<S> {
             Event::Close(code, _) => {
                 if !close_sent {
                     let reply = match code {
-                        Some(code) => encode_close(code, ""),
+                        Some(code) => self.close_frame(code, ""),
                         None => encode_frame(OpCode::Close, &[]),
                     };
                     self.push(key, Chunk::Owned(reply), Bound::Exempt);
@@ -183,6 +183,14 @@ impl<S> Engine<S> {
                 Ok(()) => protocol::text_frame(&Ack::new(rid, &topic, &ts)),
                 Err(e) => broker_error(rid, &topic, &e, &ts),
             },
+            ClientMessage::Publish { .. } if !self.take_publish_token(key, now) => {
+                self.stats.messages.rate_limited += 1;
+                let message = format!(
+                    "publish rate limit of {} per second exceeded",
+                    self.config.publish_rate_limit
+                );
+                protocol::error_frame(rid, None, ErrorCode::RateLimited, &message, &ts)
+            }
             ClientMessage::Publish {
                 topic,
                 id: message_id,
@@ -197,6 +205,28 @@ impl<S> Engine<S> {
             },
         };
         self.reply(key, frame);
+    }
+
+    fn take_publish_token(&mut self, key: usize, now: Instant) -> bool {
+        let (rate, burst) = (
+            self.config.publish_rate_limit,
+            self.config.publish_rate_burst,
+        );
+        match &mut self.conns[key].phase {
+            Phase::WebSocket(ws) => match &mut ws.bucket {
+                Some(bucket) => {
+                    bucket.take(rate, if burst == 0 { rate.max(1) } else { burst }, now)
+                }
+                None => true,
+            },
+            _ => true,
+        }
+    }
+
+    /// A close frame, counted by code.
+    fn close_frame(&mut self, code: u16, reason: &str) -> Vec<u8> {
+        *self.stats.connections.closes_sent.entry(code).or_insert(0) += 1;
+        encode_close(code, reason)
     }
 
     /// Records the event and queues its one shared frame for every subscriber.

@@ -1,0 +1,272 @@
+//! `GET /metrics`: the counters in the Prometheus text exposition format, version 0.0.4.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::stats::{Histogram, Stats};
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Reasons an upgrade can be refused, always exported so the series exist from the start.
+pub const UPGRADE_REFUSALS: [&str; 5] = [
+    "unauthorized",
+    "origin",
+    "bad_handshake",
+    "unsupported_version",
+    "shutting_down",
+];
+/// Close codes the server sends.
+pub const CLOSE_CODES: [u16; 6] = [1000, 1001, 1002, 1007, 1008, 1009];
+
+pub struct Gauges {
+    pub topics: usize,
+    pub subscriptions: usize,
+    pub uptime: Duration,
+}
+
+struct Out(String);
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.head(name, kind, help);
+        let _ = writeln!(self.0, "{name} {value}");
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.head(name, "histogram", help);
+        let mut cumulative = 0;
+        for (i, n) in h.buckets.iter().enumerate() {
+            cumulative += n;
+            match Histogram::bound(i) {
+                Some(le) => {
+                    let _ = writeln!(self.0, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(self.0, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let _ = writeln!(self.0, "{name}_sum {}\n{name}_count {}", h.sum, h.count);
+    }
+}
+
+pub fn render(stats: &Stats, gauges: &Gauges) -> String {
+    let mut out = Out(String::with_capacity(4096));
+    let c = &stats.connections;
+    let m = &stats.messages;
+    let l = &stats.event_loop;
+    out.head("pubsub_connections", "gauge", "Open connections by phase.");
+    let _ = writeln!(out.0, "pubsub_connections{{phase=\"http\"}} {}", c.http);
+    let _ = writeln!(
+        out.0,
+        "pubsub_connections{{phase=\"websocket\"}} {}",
+        c.websocket
+    );
+    out.one(
+        "pubsub_connections_accepted_total",
+        "counter",
+        "Connections accepted (HTTP) since start.",
+        c.accepted,
+    );
+    out.one(
+        "pubsub_websocket_upgrades_total",
+        "counter",
+        "Connections upgraded to WebSocket since start.",
+        c.upgrades,
+    );
+    out.head(
+        "pubsub_connections_refused_total",
+        "counter",
+        "Connections refused at accept, by limit.",
+    );
+    let _ = writeln!(
+        out.0,
+        "pubsub_connections_refused_total{{reason=\"max_connections\"}} {}",
+        c.refused
+    );
+    let _ = writeln!(
+        out.0,
+        "pubsub_connections_refused_total{{reason=\"max_connections_per_ip\"}} {}",
+        c.refused_per_ip
+    );
+    out.head(
+        "pubsub_upgrades_refused_total",
+        "counter",
+        "WebSocket upgrade requests refused, by reason.",
+    );
+    for reason in UPGRADE_REFUSALS {
+        let n = c.upgrades_refused.get(reason).copied().unwrap_or(0);
+        let _ = writeln!(
+            out.0,
+            "pubsub_upgrades_refused_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    out.head(
+        "pubsub_closes_sent_total",
+        "counter",
+        "WebSocket close frames sent by the server, by status code.",
+    );
+    for code in CLOSE_CODES
+        .iter()
+        .chain(c.closes_sent.keys().filter(|k| !CLOSE_CODES.contains(k)))
+    {
+        let n = c.closes_sent.get(code).copied().unwrap_or(0);
+        let _ = writeln!(out.0, "pubsub_closes_sent_total{{code=\"{code}\"}} {n}");
+    }
+    out.one(
+        "pubsub_topics",
+        "gauge",
+        "Topics that exist.",
+        gauges.topics,
+    );
+    out.one(
+        "pubsub_subscriptions",
+        "gauge",
+        "Subscriptions across all topics.",
+        gauges.subscriptions,
+    );
+    out.one(
+        "pubsub_messages_published_total",
+        "counter",
+        "Events published.",
+        m.published,
+    );
+    out.one(
+        "pubsub_messages_delivered_total",
+        "counter",
+        "Live events queued to subscribers.",
+        m.delivered,
+    );
+    out.one(
+        "pubsub_messages_replayed_total",
+        "counter",
+        "History events replayed on subscribe.",
+        m.replayed,
+    );
+    out.one(
+        "pubsub_slow_consumer_disconnects_total",
+        "counter",
+        "Connections cut for overflowing their queue.",
+        m.slow_consumer_disconnects,
+    );
+    out.one(
+        "pubsub_heartbeat_timeouts_total",
+        "counter",
+        "Connections closed for silence over two heartbeat intervals.",
+        m.heartbeat_timeouts,
+    );
+    out.one(
+        "pubsub_publishes_rate_limited_total",
+        "counter",
+        "Publishes refused by PUBLISH_RATE_LIMIT.",
+        m.rate_limited,
+    );
+    out.one(
+        "pubsub_bytes_received_total",
+        "counter",
+        "Bytes read from sockets.",
+        l.bytes_in,
+    );
+    out.one(
+        "pubsub_bytes_sent_total",
+        "counter",
+        "Bytes written to sockets.",
+        l.bytes_out,
+    );
+    out.one(
+        "pubsub_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        gauges.uptime.as_secs(),
+    );
+    out.one(
+        "pubsub_loop_ticks_total",
+        "counter",
+        "Event-loop iterations.",
+        l.ticks,
+    );
+    out.one(
+        "pubsub_loop_events_total",
+        "counter",
+        "Readiness events handled.",
+        l.events,
+    );
+    out.one(
+        "pubsub_loop_read_calls_total",
+        "counter",
+        "read(2) calls that returned data.",
+        l.read_calls,
+    );
+    out.one(
+        "pubsub_loop_writev_calls_total",
+        "counter",
+        "writev(2) calls that wrote data.",
+        l.writev_calls,
+    );
+    out.one(
+        "pubsub_loop_frames_written_total",
+        "counter",
+        "Frames and responses completely written.",
+        l.frames_written,
+    );
+    out.histogram(
+        "pubsub_loop_events_per_tick",
+        "Readiness events returned by one poll.",
+        &l.events_per_tick,
+    );
+    out.histogram(
+        "pubsub_loop_frames_per_writev",
+        "Frames completed by one writev call.",
+        &l.frames_per_writev,
+    );
+    out.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_has_a_type_line_and_numbers() {
+        let mut stats = Stats::default();
+        stats.event_loop.events_per_tick.record(3);
+        stats.connections.closes_sent.insert(4000, 2);
+        let text = render(
+            &stats,
+            &Gauges {
+                topics: 2,
+                subscriptions: 5,
+                uptime: Duration::from_secs(7),
+            },
+        );
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.insert(rest.split(' ').next().unwrap().to_string());
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            let name = series.split('{').next().unwrap();
+            let base = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                typed.contains(name) || typed.contains(base),
+                "{line} has no TYPE"
+            );
+        }
+        assert!(text.contains("pubsub_topics 2\n"));
+        assert!(text.contains("pubsub_closes_sent_total{code=\"4000\"} 2\n"));
+        assert!(text.contains("pubsub_loop_events_per_tick_bucket{le=\"4\"} 1\n"));
+        assert!(text.contains("pubsub_loop_events_per_tick_bucket{le=\"+Inf\"} 1\n"));
+    }
+}
