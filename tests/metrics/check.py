@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Starts the release build with an API key, makes some traffic (REST and a hand-rolled
+WebSocket client), and checks /metrics with Prometheus' own text parser: it must parse, carry a
+TYPE for every family, and move with the traffic."""
+import base64, json, os, socket, struct, subprocess, sys, time, urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+BIN = sys.argv[1]
+KEY = "metrics-check-key"
+server = subprocess.Popen([BIN], env=dict(os.environ, PORT="0", HOST="127.0.0.1", API_KEY=KEY), stderr=subprocess.PIPE, text=True)
+try:
+    addr = None
+    for line in server.stderr:
+        event = json.loads(line)
+        if event["event"] == "listening":
+            addr = event["addr"]
+            break
+    host, port = addr.rsplit(":", 1)
+
+    def http(method, path, body=None, key=True):
+        req = urllib.request.Request(f"http://{addr}{path}", method=method, data=body and json.dumps(body).encode())
+        if key:
+            req.add_header("X-API-Key", KEY)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def families():
+        status, text = http("GET", "/metrics")
+        assert status == 200, status
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        return fams
+
+    def value(fams, name, **labels):
+        for fam in fams.values():
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return s.value
+        raise KeyError(name)
+
+    assert http("GET", "/metrics", key=False)[0] == 401, "metrics must need the key"
+    before = families()
+    assert http("POST", "/topics", {"name": "metrics"})[0] == 201
+
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nX-API-Key: {KEY}\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+
+    def send(msg):
+        data = json.dumps(msg).encode()
+        mask = os.urandom(4)
+        hdr = bytes([0x81]) + (bytes([0x80 | len(data)]) if len(data) < 126 else bytes([0x80 | 126]) + struct.pack(">H", len(data)))
+        sock.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    send({"type": "subscribe", "topic": "metrics", "client_id": "check"})
+    for i in range(5):
+        send({"type": "publish", "topic": "metrics", "message": {"id": "550e8400-e29b-41d4-a716-44665544000%d" % i, "payload": i}})
+    time.sleep(0.3)
+    after = families()
+    for name in ["pubsub_connections", "pubsub_topics", "pubsub_messages_published", "pubsub_loop_events_per_tick"]:
+        assert name in after, f"{name} family missing"
+    assert value(after, "pubsub_messages_published_total") == value(before, "pubsub_messages_published_total") + 5
+    assert value(after, "pubsub_messages_delivered_total") == 5
+    assert value(after, "pubsub_connections", phase="websocket") == 1
+    assert value(after, "pubsub_bytes_received_total") > value(before, "pubsub_bytes_received_total")
+    assert value(after, "pubsub_loop_ticks_total") > value(before, "pubsub_loop_ticks_total")
+    assert value(after, "pubsub_loop_frames_per_writev_count") > 0
+    sock.close()
+    print("metrics: %d families parsed by prometheus_client, counters moved with traffic" % len(after))
+    print("metrics: 1 passed, 0 failed")
+finally:
+    server.terminate()
+    server.wait(timeout=10)
