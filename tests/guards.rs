@@ -22,31 +22,74 @@ fn send(server: &Server, raw: &str) -> RawResponse {
 fn the_api_key_guards_rest_and_the_upgrade_and_never_reaches_the_logs() {
     let server = Server::start_with(&[("API_KEY", KEY), ("LOG_LEVEL", "debug")]);
     let (status, v) = server.request("GET", "/topics", None);
-    assert_eq!((status, v["error"]["code"].as_str()), (401, Some("UNAUTHORIZED")));
-    let r = send(&server, "POST /topics HTTP/1.1\r\nX-API-Key: wrong\r\nContent-Length: 12\r\n\r\n{\"name\":\"a\"}");
-    assert_eq!((r.status, r.header("www-authenticate").as_deref()), (401, Some("Bearer")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("UNAUTHORIZED"))
+    );
+    let r = send(
+        &server,
+        "POST /topics HTTP/1.1\r\nX-API-Key: wrong\r\nContent-Length: 12\r\n\r\n{\"name\":\"a\"}",
+    );
+    assert_eq!(
+        (r.status, r.header("www-authenticate").as_deref()),
+        (401, Some("Bearer"))
+    );
     // /health stays open for load balancers.
     assert_eq!(server.request("GET", "/health", None).0, 200);
     let ok = send(&server, &format!("POST /topics HTTP/1.1\r\nX-API-Key: {KEY}\r\nContent-Length: 12\r\n\r\n{{\"name\":\"a\"}}"));
     assert_eq!(ok.status, 201);
-    let ok = send(&server, &format!("GET /topics HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\n\r\n"));
+    let ok = send(
+        &server,
+        &format!("GET /topics HTTP/1.1\r\nAuthorization: Bearer {KEY}\r\n\r\n"),
+    );
     assert_eq!(ok.status, 200);
     for path in ["/stats", "/metrics", "/topics/a"] {
         let method = if path == "/topics/a" { "DELETE" } else { "GET" };
-        assert_eq!(send(&server, &format!("{method} {path} HTTP/1.1\r\n\r\n")).status, 401, "{path}");
+        assert_eq!(
+            send(&server, &format!("{method} {path} HTTP/1.1\r\n\r\n")).status,
+            401,
+            "{path}"
+        );
     }
     // The query parameter is only for the upgrade (browsers cannot set headers there).
-    assert_eq!(send(&server, &format!("GET /topics?api_key={KEY} HTTP/1.1\r\n\r\n")).status, 401);
+    assert_eq!(
+        send(
+            &server,
+            &format!("GET /topics?api_key={KEY} HTTP/1.1\r\n\r\n")
+        )
+        .status,
+        401
+    );
     let r = send(&server, UPGRADE);
-    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (401, Some("UNAUTHORIZED")));
-    assert_eq!(send(&server, &UPGRADE.replace("/ws", "/ws?api_key=nope")).status, 401);
-    assert_eq!(send(&server, &UPGRADE.replace("\r\n\r\n", &format!("\r\nX-API-Key: {KEY}\r\n\r\n"))).status, 101);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (401, Some("UNAUTHORIZED"))
+    );
+    assert_eq!(
+        send(&server, &UPGRADE.replace("/ws", "/ws?api_key=nope")).status,
+        401
+    );
+    assert_eq!(
+        send(
+            &server,
+            &UPGRADE.replace("\r\n\r\n", &format!("\r\nX-API-Key: {KEY}\r\n\r\n"))
+        )
+        .status,
+        101
+    );
     let mut ws = Ws::connect(&server.url(&format!("/ws?api_key={KEY}")));
     assert_eq!(ws.subscribe("a")["topic"], "a");
     let mut s = server.connect();
-    s.write_all(format!("GET /metrics HTTP/1.1\r\nX-API-Key: {KEY}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nX-API-Key: {KEY}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
     let metrics = String::from_utf8(read_response(&mut s).body).unwrap();
-    assert!(metrics.contains("pubsub_upgrades_refused_total{reason=\"unauthorized\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("pubsub_upgrades_refused_total{reason=\"unauthorized\"} 2"),
+        "{metrics}"
+    );
     drop(ws);
     std::thread::sleep(Duration::from_millis(100));
     let mut log = Vec::new();
@@ -54,7 +97,10 @@ fn the_api_key_guards_rest_and_the_upgrade_and_never_reaches_the_logs() {
         log.push(line);
     }
     assert!(log.len() > 5, "debug logging is on");
-    assert!(log.iter().all(|l| !l.contains(KEY)), "the key leaked into the logs");
+    assert!(
+        log.iter().all(|l| !l.contains(KEY)),
+        "the key leaked into the logs"
+    );
 }
 
 #[test]
@@ -62,17 +108,49 @@ fn origins_are_checked_on_upgrade_and_answered_with_cors() {
     let server = Server::start_with(&[("ALLOWED_ORIGINS", "https://app.example")]);
     let with_origin = |o: &str| UPGRADE.replace("\r\n\r\n", &format!("\r\nOrigin: {o}\r\n\r\n"));
     let r = send(&server, &with_origin("https://evil.example"));
-    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (403, Some("FORBIDDEN")));
-    assert_eq!(send(&server, &with_origin("https://app.example")).status, 101);
-    assert_eq!(send(&server, UPGRADE).status, 101, "no Origin: not a browser, not refused");
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (403, Some("FORBIDDEN"))
+    );
+    assert_eq!(
+        send(&server, &with_origin("https://app.example")).status,
+        101
+    );
+    assert_eq!(
+        send(&server, UPGRADE).status,
+        101,
+        "no Origin: not a browser, not refused"
+    );
     let r = send(&server, "OPTIONS /topics HTTP/1.1\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: POST\r\n\r\n");
     assert_eq!(r.status, 204);
-    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("https://app.example"));
-    assert!(r.header("access-control-allow-headers").unwrap().contains("X-API-Key"));
-    assert_eq!(send(&server, "OPTIONS /topics HTTP/1.1\r\nOrigin: https://evil.example\r\n\r\n").status, 403);
-    let r = send(&server, "GET /topics HTTP/1.1\r\nOrigin: https://app.example\r\n\r\n");
-    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("https://app.example"));
-    let r = send(&server, "GET /topics HTTP/1.1\r\nOrigin: https://evil.example\r\n\r\n");
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert!(r
+        .header("access-control-allow-headers")
+        .unwrap()
+        .contains("X-API-Key"));
+    assert_eq!(
+        send(
+            &server,
+            "OPTIONS /topics HTTP/1.1\r\nOrigin: https://evil.example\r\n\r\n"
+        )
+        .status,
+        403
+    );
+    let r = send(
+        &server,
+        "GET /topics HTTP/1.1\r\nOrigin: https://app.example\r\n\r\n",
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    let r = send(
+        &server,
+        "GET /topics HTTP/1.1\r\nOrigin: https://evil.example\r\n\r\n",
+    );
     assert!(r.header("access-control-allow-origin").is_none());
 }
 
@@ -98,7 +176,11 @@ fn publishes_over_the_rate_limit_get_rate_limited_and_the_connection_stays_open(
     assert_eq!(accepted + limited, 20);
     assert_eq!(ws.request(json!({"type":"ping"}))["type"], "pong");
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(ws.request(publish_msg("t", json!(2)))["type"], "ack", "tokens come back");
+    assert_eq!(
+        ws.request(publish_msg("t", json!(2)))["type"],
+        "ack",
+        "tokens come back"
+    );
     assert_eq!(server.get("/stats")["messages"]["rate_limited"], limited);
 }
 
@@ -114,12 +196,17 @@ fn connect_from(server: &Server, ip: [u8; 4]) -> TcpStream {
 #[test]
 fn per_ip_limits_refuse_only_that_address() {
     let server = Server::start_with(&[("MAX_CONNECTIONS_PER_IP", "3")]);
-    let held: Vec<_> = (0..3).map(|_| connect_from(&server, [127, 0, 0, 2])).collect();
+    let held: Vec<_> = (0..3)
+        .map(|_| connect_from(&server, [127, 0, 0, 2]))
+        .collect();
     std::thread::sleep(Duration::from_millis(100));
     let mut fourth = connect_from(&server, [127, 0, 0, 2]);
     fourth.write_all(UPGRADE.as_bytes()).unwrap();
     let r = read_response(&mut fourth);
-    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (503, Some("SERVICE_UNAVAILABLE")));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (503, Some("SERVICE_UNAVAILABLE"))
+    );
     let mut other = connect_from(&server, [127, 0, 0, 3]);
     other.write_all(UPGRADE.as_bytes()).unwrap();
     assert_eq!(read_response(&mut other).status, 101);
@@ -137,7 +224,9 @@ fn a_flood_over_max_connections_leaves_the_server_serving_the_others() {
     let mut sub = server.ws();
     sub.subscribe("t");
     let mut publisher = server.ws();
-    let flood: Vec<TcpStream> = (0..300).filter_map(|_| TcpStream::connect(server.addr).ok()).collect();
+    let flood: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(server.addr).ok())
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
     // The connected clients are served while the flood holds every free slot.
     for i in 0..20 {
@@ -148,7 +237,10 @@ fn a_flood_over_max_connections_leaves_the_server_serving_the_others() {
     drop(flood);
     std::thread::sleep(Duration::from_millis(300));
     let stats = server.get("/stats");
-    assert!(stats["connections"]["refused"].as_u64().unwrap() >= 200, "{stats}");
+    assert!(
+        stats["connections"]["refused"].as_u64().unwrap() >= 200,
+        "{stats}"
+    );
     assert_eq!(stats["connections"]["websocket"], 2, "{stats}");
     // Once the flood is gone, new clients get in again.
     let mut late = server.ws();
@@ -160,9 +252,13 @@ fn metrics_move_as_traffic_flows() {
     let server = Server::start();
     let metric = |name: &str| -> f64 {
         let mut s = server.connect();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let r = read_response(&mut s);
-        assert_eq!(r.header("content-type").as_deref(), Some("text/plain; version=0.0.4; charset=utf-8"));
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
         let text = String::from_utf8(r.body).unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
