@@ -13,6 +13,8 @@ pub enum Route {
     },
     /// A CORS preflight (`OPTIONS`) for a known path.
     Preflight,
+    /// `GET /`: the web console, a static page (it asks for the API key itself).
+    Console,
     Rest(RestRoute),
 }
 
@@ -87,6 +89,7 @@ pub fn resolve(method: &str, path: &str, echo_enabled: bool) -> Result<Route, Ro
         }
     };
     match path {
+        "/" => only("GET", Route::Console),
         "/ws" => only("GET", Route::Upgrade { echo: false }),
         "/echo" if echo_enabled => only("GET", Route::Upgrade { echo: true }),
         "/topics" | "/topics/" => match method {
@@ -169,6 +172,12 @@ mod tests {
             ("GET", "/echo", Err(RouteError::NotFound)),
             ("GET", "/nope", Err(RouteError::NotFound)),
             ("GET", "/metrics", Ok(Route::Rest(RestRoute::Metrics))),
+            ("GET", "/", Ok(Route::Console)),
+            (
+                "POST",
+                "/",
+                Err(RouteError::MethodNotAllowed { allow: "GET" }),
+            ),
             ("OPTIONS", "/topics", Ok(Route::Preflight)),
             ("OPTIONS", "/topics/x", Ok(Route::Preflight)),
             ("OPTIONS", "/nope", Err(RouteError::NotFound)),

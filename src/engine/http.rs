@@ -61,6 +61,25 @@ impl HttpFailure for Unavailable {
     }
 }
 
+/// The web console, embedded so the binary needs no files beside it.
+const CONSOLE_HTML: &str = include_str!("../console.html");
+
+/// Inline script and style only, talking to this server only.
+const CONSOLE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+    connect-src 'self' ws: wss:; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn console() -> Response {
+    let mut r = Response::new(200);
+    r.body = CONSOLE_HTML.as_bytes().to_vec();
+    r.headers
+        .push(("Content-Type", "text/html; charset=utf-8".into()));
+    r.headers
+        .push(("Content-Security-Policy", CONSOLE_CSP.into()));
+    r.headers.push(("X-Content-Type-Options", "nosniff".into()));
+    r.headers.push(("Cache-Control", "no-cache".into()));
+    r
+}
+
 enum Answer {
     Respond(Response),
     Upgrade { accept: String, echo: bool },
@@ -200,6 +219,7 @@ impl<S> Engine<S> {
         let cors = guard::cors_headers(request, self.config.allowed_origins.as_ref());
         let rest = match route {
             Route::Upgrade { echo } => return self.answer_upgrade(request, echo),
+            Route::Console => return Answer::Respond(console()),
             Route::Preflight => {
                 return Answer::Respond(
                     match guard::check_origin(request, self.config.allowed_origins.as_ref()) {
