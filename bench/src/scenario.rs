@@ -1,0 +1,405 @@
+//! The scenarios: each sets up clients, runs bounded in time, and reports.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::client::{Fleet, Kind, Phase};
+use crate::measure::{self, Latency};
+use crate::{Opts, Target};
+
+pub struct Report {
+    pub name: String,
+    pub rows: Vec<(&'static str, Value)>,
+    pub ok: bool,
+}
+
+impl Report {
+    pub fn print(&self, as_json: bool) {
+        if as_json {
+            let mut obj = serde_json::Map::new();
+            obj.insert("scenario".into(), json!(self.name));
+            for (k, v) in &self.rows {
+                obj.insert((*k).into(), v.clone());
+            }
+            obj.insert("ok".into(), json!(self.ok));
+            println!("{}", Value::Object(obj));
+        } else {
+            println!("{} ({})", self.name, if self.ok { "ok" } else { "FAILED" });
+            for (k, v) in &self.rows {
+                let v = match v {
+                    Value::Number(n) if n.is_f64() => format!("{:.3}", n.as_f64().unwrap_or(0.0)),
+                    other => other.to_string(),
+                };
+                println!("  {k:<34} {v}");
+            }
+        }
+    }
+}
+
+/// How publishers send.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// As fast as acks come back, at most `window` in flight per publisher, and subscribers
+    /// never more than `lag` events behind on average (so the tool never overruns the queues).
+    Window { window: usize, lag: u64 },
+    /// A fixed total rate per second.
+    Rate(u64),
+}
+
+struct Run {
+    delivered: u64,
+    published: u64,
+    elapsed: Duration,
+    latency: Latency,
+    lost: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    cut: usize,
+    server_cpu: Duration,
+    tool_cpu: Duration,
+    publish_errors: u64,
+}
+
+fn received(fleet: &Fleet) -> u64 {
+    fleet
+        .clients
+        .iter()
+        .map(|c| match &c.kind {
+            Kind::Subscriber { sub, .. } => sub.received,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Connects everything, waits for every subscription, warms up for a second, measures for
+/// `duration`, then lets deliveries drain and counts what was lost.
+fn drive(fleet: &mut Fleet, pid: Option<u32>, publishers: &[usize], pace: Pace, duration: Duration) -> Run {
+    drive_watching(fleet, pid, publishers, pace, duration, None)
+}
+
+/// `drive`, and with `watch` set (a stalled client and the server), polls the server's
+/// `slow_consumer_disconnects` and lets the stalled client read again once it is cut, so the
+/// SLOW_CONSUMER notice and close frame can reach it within the close linger.
+fn drive_watching(
+    fleet: &mut Fleet,
+    pid: Option<u32>,
+    publishers: &[usize],
+    pace: Pace,
+    duration: Duration,
+    watch: Option<(usize, &Target)>,
+) -> Run {
+    let mut next_check = Instant::now();
+    let subscribers = fleet.clients.iter().filter(|c| matches!(c.kind, Kind::Subscriber { .. })).count() as u64;
+    let setup_deadline = Instant::now() + Duration::from_secs(60);
+    let want = fleet.clients.iter().filter(|c| !matches!(c.kind, Kind::Publisher { .. })).count();
+    while fleet.subscribed_count() < want || publishers.iter().any(|&p| fleet.clients[p].phase != Phase::Open) {
+        fleet.turn(Duration::from_millis(5)).expect("poll");
+        assert!(Instant::now() < setup_deadline, "setup timed out: {} of {want} subscribed", fleet.subscribed_count());
+    }
+    let mut per_topic: HashMap<String, u64> = HashMap::new();
+    let topic_of = |fleet: &Fleet, p: usize| match &fleet.clients[p].kind {
+        Kind::Publisher { topics, next, .. } => topics[*next % topics.len()].clone(),
+        _ => String::new(),
+    };
+    // Subscribers per topic, so the expected number of deliveries is known.
+    let mut fan: HashMap<String, u64> = HashMap::new();
+    for c in &fleet.clients {
+        if let Kind::Subscriber { topic, .. } = &c.kind {
+            *fan.entry(topic.clone()).or_default() += 1;
+        }
+    }
+    let mut expected_deliveries = 0u64;
+    let start = Instant::now();
+    let warm = start + Duration::from_secs(1);
+    let end = warm + duration;
+    let mut measuring = false;
+    let (mut d0, mut p0, mut s0, mut t0, mut w0) = (0, 0, Duration::ZERO, Duration::ZERO, Instant::now());
+    let mut sent_by_rate = 0u64;
+    loop {
+        let now = Instant::now();
+        if !measuring && now >= warm {
+            measuring = true;
+            fleet.latency = Latency::new();
+            d0 = received(fleet);
+            p0 = fleet.published;
+            s0 = pid.map_or(Duration::ZERO, measure::process_cpu);
+            t0 = measure::own_cpu();
+            w0 = now;
+        }
+        if now >= end {
+            break;
+        }
+        if let Some((stalled, target)) = watch {
+            if now >= next_check {
+                next_check = now + Duration::from_millis(20);
+                if target.slow_consumer_disconnects() > 0 {
+                    fleet.resume(stalled);
+                }
+            }
+        }
+        match pace {
+            Pace::Window { window, lag } => {
+                for &p in publishers {
+                    while fleet.unacked(p) < window && expected_deliveries.saturating_sub(received(fleet)) < lag * subscribers {
+                        let topic = topic_of(fleet, p);
+                        *per_topic.entry(topic.clone()).or_default() += 1;
+                        expected_deliveries += fan.get(&topic).copied().unwrap_or(0);
+                        fleet.publish(p);
+                    }
+                }
+            }
+            Pace::Rate(rate) => {
+                let due = (now.duration_since(start).as_secs_f64() * rate as f64) as u64;
+                while sent_by_rate < due {
+                    let p = publishers[sent_by_rate as usize % publishers.len()];
+                    let topic = topic_of(fleet, p);
+                    *per_topic.entry(topic.clone()).or_default() += 1;
+                    expected_deliveries += fan.get(&topic).copied().unwrap_or(0);
+                    fleet.publish(p);
+                    sent_by_rate += 1;
+                }
+            }
+        }
+        fleet.flush_all();
+        let timeout = match pace {
+            Pace::Window { .. } => Duration::from_millis(1),
+            Pace::Rate(rate) => Duration::from_micros((1_000_000 / rate).clamp(10, 1000)),
+        };
+        fleet.turn(timeout).expect("poll");
+    }
+    let delivered = received(fleet) - d0;
+    let published = fleet.published - p0;
+    let elapsed = w0.elapsed();
+    let server_cpu = pid.map_or(Duration::ZERO, measure::process_cpu).saturating_sub(s0);
+    let tool_cpu = measure::own_cpu().saturating_sub(t0);
+    let latency = std::mem::replace(&mut fleet.latency, Latency::new());
+    // Let everything in flight arrive.
+    let drain_until = Instant::now() + Duration::from_secs(5);
+    while received(fleet) < expected_deliveries && Instant::now() < drain_until {
+        fleet.turn(Duration::from_millis(5)).expect("poll");
+    }
+    let (mut lost, mut duplicates, mut out_of_order, mut cut) = (0, 0, 0, 0);
+    for c in &fleet.clients {
+        if let Kind::Subscriber { topic, sub, .. } = &c.kind {
+            let want = per_topic.get(topic).copied().unwrap_or(0);
+            lost += want.saturating_sub(sub.received);
+            duplicates += sub.duplicates;
+            out_of_order += sub.out_of_order;
+            if sub.slow_consumer || c.phase == Phase::Closed {
+                cut += 1;
+            }
+        }
+    }
+    let publish_errors = fleet.publish_errors();
+    Run { delivered, published, elapsed, latency, lost, duplicates, out_of_order, cut, server_cpu, tool_cpu, publish_errors }
+}
+
+fn ms(ns: u64) -> Value {
+    json!(ns as f64 / 1e6)
+}
+
+fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
+    let secs = run.elapsed.as_secs_f64();
+    rows.push(("published_per_sec", json!((run.published as f64 / secs).round())));
+    rows.push(("delivered_per_sec", json!((run.delivered as f64 / secs).round())));
+    rows.push(("latency_p50_ms", ms(run.latency.quantile(0.50))));
+    rows.push(("latency_p99_ms", ms(run.latency.quantile(0.99))));
+    rows.push(("latency_p999_ms", ms(run.latency.quantile(0.999))));
+    rows.push(("latency_max_ms", ms(run.latency.max_ns)));
+    rows.push(("lost", json!(run.lost)));
+    rows.push(("duplicates", json!(run.duplicates)));
+    rows.push(("out_of_order", json!(run.out_of_order)));
+    rows.push(("subscribers_cut", json!(run.cut)));
+    rows.push(("publish_errors", json!(run.publish_errors)));
+    rows.push(("server_cpu_percent", json!(100.0 * run.server_cpu.as_secs_f64() / secs)));
+    rows.push(("tool_cpu_percent", json!(100.0 * run.tool_cpu.as_secs_f64() / secs)));
+    let per = if run.delivered > 0 { run.server_cpu.as_secs_f64() * 1e6 / run.delivered as f64 } else { 0.0 };
+    rows.push(("server_cpu_us_per_delivery", json!(per)));
+}
+
+fn server_env(extra: &[(&str, String)]) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("MAX_TOPICS", "1000000".to_string()),
+        ("MAX_SUBSCRIBERS_PER_TOPIC", "1000000".to_string()),
+        ("MAX_CONNECTIONS", "1000000".to_string()),
+    ];
+    for (k, v) in extra {
+        let k: &'static str = match *k {
+            "SUBSCRIBER_QUEUE_SIZE" => "SUBSCRIBER_QUEUE_SIZE",
+            "MAX_QUEUE_BYTES" => "MAX_QUEUE_BYTES",
+            _ => continue,
+        };
+        env.push((k, v.clone()));
+    }
+    env
+}
+
+fn fanout_once(target: &Target, opts: &Opts, subscribers: usize, create_topic: bool) -> Run {
+    if create_topic {
+        target.create_topic("bench");
+    }
+    let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
+    for _ in 0..subscribers {
+        fleet.add(Kind::Subscriber { topic: "bench".into(), sub: Default::default(), acked: false }).expect("connect");
+    }
+    let p = fleet
+        .add(Kind::Publisher { topics: vec!["bench".into()], next: 0, unacked: 0, acked: 0, errors: 0 })
+        .expect("connect");
+    drive(&mut fleet, target.pid, &[p], Pace::Window { window: opts.window, lag: 64 }, opts.duration)
+}
+
+pub fn fanout(opts: &Opts, against_server: bool) -> Report {
+    let subscribers = opts.subscribers.unwrap_or(1000);
+    let mut rows = vec![("subscribers", json!(subscribers)), ("payload_bytes", json!(opts.payload))];
+    let ceiling = {
+        let target = Target::ceiling();
+        fanout_once(&target, opts, subscribers, false)
+    };
+    let ceiling_rate = ceiling.delivered as f64 / ceiling.elapsed.as_secs_f64();
+    if !against_server {
+        run_rows(&ceiling, &mut rows);
+        return Report { name: "ceiling".into(), rows, ok: ceiling.lost == 0 };
+    }
+    let target = Target::pubsub(opts, &server_env(&[]));
+    let run = fanout_once(&target, opts, subscribers, true);
+    run_rows(&run, &mut rows);
+    let rate = run.delivered as f64 / run.elapsed.as_secs_f64();
+    rows.push(("ceiling_delivered_per_sec", json!(ceiling_rate.round())));
+    rows.push(("ceiling_cpu_us_per_delivery", json!(ceiling.server_cpu.as_secs_f64() * 1e6 / ceiling.delivered.max(1) as f64)));
+    rows.push(("percent_of_ceiling", json!(100.0 * rate / ceiling_rate)));
+    let ok = run.lost == 0 && run.duplicates == 0 && run.out_of_order == 0 && run.cut == 0 && run.publish_errors == 0;
+    Report { name: "fanout".into(), rows, ok }
+}
+
+pub fn topics(opts: &Opts) -> Report {
+    let target = Target::pubsub(opts, &server_env(&[]));
+    let names: Vec<String> = (0..opts.topics).map(|i| format!("t{i}")).collect();
+    for n in &names {
+        target.create_topic(n);
+    }
+    let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
+    for n in &names {
+        for _ in 0..2 {
+            fleet.add(Kind::Subscriber { topic: n.clone(), sub: Default::default(), acked: false }).expect("connect");
+        }
+    }
+    let publishers: Vec<usize> = (0..opts.publishers)
+        .map(|i| {
+            let mine: Vec<String> = names.iter().skip(i).step_by(opts.publishers).cloned().collect();
+            fleet.add(Kind::Publisher { topics: mine, next: 0, unacked: 0, acked: 0, errors: 0 }).expect("connect")
+        })
+        .collect();
+    let run = drive(&mut fleet, target.pid, &publishers, Pace::Window { window: opts.window, lag: 64 }, opts.duration);
+    let mut rows = vec![
+        ("topics", json!(opts.topics)),
+        ("subscribers_per_topic", json!(2)),
+        ("publishers", json!(opts.publishers)),
+        ("payload_bytes", json!(opts.payload)),
+    ];
+    run_rows(&run, &mut rows);
+    let ok = run.lost == 0 && run.duplicates == 0 && run.cut == 0;
+    Report { name: "topics".into(), rows, ok }
+}
+
+pub fn latency(opts: &Opts) -> Report {
+    let subscribers = opts.subscribers.unwrap_or(100);
+    let target = Target::pubsub(opts, &server_env(&[]));
+    target.create_topic("bench");
+    let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
+    for _ in 0..subscribers {
+        fleet.add(Kind::Subscriber { topic: "bench".into(), sub: Default::default(), acked: false }).expect("connect");
+    }
+    let p = fleet
+        .add(Kind::Publisher { topics: vec!["bench".into()], next: 0, unacked: 0, acked: 0, errors: 0 })
+        .expect("connect");
+    let run = drive(&mut fleet, target.pid, &[p], Pace::Rate(opts.rate), opts.duration);
+    let mut rows = vec![
+        ("subscribers", json!(subscribers)),
+        ("rate_per_sec", json!(opts.rate)),
+        ("payload_bytes", json!(opts.payload)),
+    ];
+    run_rows(&run, &mut rows);
+    rows.push(("all_subscribers_survived", json!(run.cut == 0)));
+    let ok = run.cut == 0 && run.lost == 0;
+    Report { name: "latency".into(), rows, ok }
+}
+
+pub fn conns(opts: &Opts) -> Report {
+    let n = opts.conns;
+    let target = Target::pubsub(opts, &server_env(&[]));
+    let topics = 100;
+    for i in 0..topics {
+        target.create_topic(&format!("idle{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = target.pid;
+    let rss_before = pid.map_or(0, measure::rss_bytes);
+    let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(120);
+    let mut added = 0;
+    let mut open_at = None;
+    // At most 1,000 connections in their handshake at once.
+    while fleet.subscribed_count() < n {
+        while added < n && added - fleet.open_count().min(added) < 1000 {
+            let topic = format!("idle{}", added % topics);
+            fleet.add(Kind::Subscriber { topic, sub: Default::default(), acked: false }).expect("connect");
+            added += 1;
+        }
+        fleet.turn(Duration::from_millis(1)).expect("poll");
+        if open_at.is_none() && fleet.open_count() == n {
+            open_at = Some(start.elapsed());
+        }
+        let closed = fleet.clients.iter().filter(|c| c.phase == Phase::Closed).count();
+        assert!(closed == 0, "{closed} connections were refused or closed");
+        assert!(Instant::now() < deadline, "only {} of {n} subscribed", fleet.subscribed_count());
+    }
+    let handshake_secs = open_at.unwrap_or_else(|| start.elapsed()).as_secs_f64();
+    let subscribed_secs = start.elapsed().as_secs_f64();
+    // Idle for a moment, then read the server's memory.
+    let idle_until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < idle_until {
+        fleet.turn(Duration::from_millis(50)).expect("poll");
+    }
+    let rss_after = pid.map_or(0, measure::rss_bytes);
+    let per_conn = (rss_after.saturating_sub(rss_before)) as f64 / n as f64;
+    let rows = vec![
+        ("connections", json!(n)),
+        ("connect_handshake_per_sec", json!((n as f64 / handshake_secs).round())),
+        ("connect_handshake_subscribe_per_sec", json!((n as f64 / subscribed_secs).round())),
+        ("server_rss_before_bytes", json!(rss_before)),
+        ("server_rss_after_bytes", json!(rss_after)),
+        ("server_rss_bytes_per_connection", json!(per_conn.round())),
+    ];
+    Report { name: "conns".into(), rows, ok: true }
+}
+
+pub fn slow(opts: &Opts) -> Report {
+    let subscribers = opts.subscribers.unwrap_or(10);
+    let target = Target::pubsub(opts, &server_env(&[]));
+    target.create_topic("bench");
+    let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
+    for _ in 0..subscribers {
+        fleet.add(Kind::Subscriber { topic: "bench".into(), sub: Default::default(), acked: false }).expect("connect");
+    }
+    let stalled = fleet
+        .add(Kind::Stalled { topic: "bench".into(), acked: false, reading: false, notice: false, close_code: None })
+        .expect("connect");
+    let p = fleet
+        .add(Kind::Publisher { topics: vec!["bench".into()], next: 0, unacked: 0, acked: 0, errors: 0 })
+        .expect("connect");
+    let pace = Pace::Window { window: opts.window, lag: 64 };
+    let run = drive_watching(&mut fleet, target.pid, &[p], pace, opts.duration, Some((stalled, &target)));
+    let (notice, code) = match &fleet.clients[stalled].kind {
+        Kind::Stalled { notice, close_code, .. } => (*notice, *close_code),
+        _ => (false, None),
+    };
+    let mut rows = vec![("subscribers", json!(subscribers))];
+    run_rows(&run, &mut rows);
+    rows.push(("stalled_got_slow_consumer", json!(notice)));
+    rows.push(("stalled_close_code", json!(code)));
+    let ok = notice && code == Some(1008) && run.lost == 0 && run.cut == 0;
+    Report { name: "slow".into(), rows, ok }
+}
