@@ -9,6 +9,8 @@ use crate::stats::Histogram;
 
 /// How many buffers one `writev` takes at most (Linux allows 1024; 64 fills a socket buffer).
 const MAX_IOVECS: usize = 64;
+/// The capacity `VecDeque` allocates first.
+const SMALL_QUEUE: usize = 4;
 
 #[derive(Debug, Clone)]
 pub enum Chunk {
@@ -93,6 +95,13 @@ impl OutQueue {
                 .sum::<usize>()
     }
 
+    /// Gives back the queue's memory if nothing is waiting (the periodic idle sweep).
+    pub fn release_if_idle(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 0 {
+            self.entries = VecDeque::new();
+        }
+    }
+
     pub fn push(&mut self, chunk: Chunk, bound: Bound) {
         let len = chunk.bytes().len();
         if len == 0 {
@@ -161,7 +170,10 @@ impl OutQueue {
             per_call.record(frames as u64);
             report.frames += frames;
         }
-        if self.entries.is_empty() && self.entries.capacity() > 16 {
+        // An idle connection should hold no queue memory, but a busy one should not allocate
+        // per tick: the smallest allocation (what a reply or a lone event needs) is given back
+        // as soon as it empties; a grown one stays until `release_if_idle`.
+        if self.entries.is_empty() && self.entries.capacity() <= SMALL_QUEUE {
             self.entries = VecDeque::new();
         }
         Ok(report)

@@ -38,6 +38,7 @@ impl Server {
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(SocketAddr::new(config.host, config.port))?;
+        crate::sys::set_listen_backlog(&listener, crate::sys::LISTEN_BACKLOG)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;

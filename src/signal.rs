@@ -1,7 +1,7 @@
 //! SIGTERM and SIGINT as a readable pipe the event loop polls (the self-pipe trick), so a
 //! signal wakes the loop instead of being noticed at the next timeout.
 
-#![allow(unsafe_code)]
+#![allow(unsafe_code)] // SAFETY: each unsafe block below says why it is sound.
 
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;

@@ -38,7 +38,8 @@ fn frame(payload: &[u8]) -> Rc<[u8]> {
 pub fn serve(port: u16) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut listener = TcpListener::bind(([127, 0, 0, 1], port).into())?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
     println!("listening {}", listener.local_addr()?);
     io::stdout().flush()?;
     let mut conns: Vec<Option<Conn>> = Vec::new();
@@ -56,7 +57,8 @@ pub fn serve(port: u16) -> io::Result<()> {
                 while let Ok((mut stream, _)) = listener.accept() {
                     let _ = stream.set_nodelay(true);
                     let key = conns.len();
-                    poll.registry().register(&mut stream, Token(key), Interest::READABLE)?;
+                    poll.registry()
+                        .register(&mut stream, Token(key), Interest::READABLE)?;
                     conns.push(Some(Conn {
                         stream,
                         open: false,
@@ -97,7 +99,10 @@ pub fn serve(port: u16) -> io::Result<()> {
                         continue;
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    let key_line = head.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap_or("");
+                    let key_line = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                        .unwrap_or("");
                     let resp = format!(
                         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
                         handshake::accept_key(key_line.trim().as_bytes())
@@ -109,7 +114,9 @@ pub fn serve(port: u16) -> io::Result<()> {
                 }
                 loop {
                     let rest = &mut buf[pos..];
-                    let Ok(Some(h)) = decode_header(rest, Role::Server) else { break };
+                    let Ok(Some(h)) = decode_header(rest, Role::Server) else {
+                        break;
+                    };
                     let end = h.header_len + h.payload_len as usize;
                     if rest.len() < end {
                         break;
@@ -125,13 +132,17 @@ pub fn serve(port: u16) -> io::Result<()> {
                         dirty.push(key);
                     } else if payload.starts_with(b"{\"type\":\"publish\"") {
                         // The message object, copied as is: from `"message":` to the last `}`.
-                        let Some(m) = payload.windows(10).position(|w| w == b"\"message\":") else { continue };
+                        let Some(m) = payload.windows(10).position(|w| w == b"\"message\":") else {
+                            continue;
+                        };
                         let message = &payload[m + 10..payload.len() - 1];
                         seq += 1;
                         event_buf.clear();
-                        event_buf.extend_from_slice(br#"{"type":"event","topic":"bench","message":"#);
+                        event_buf
+                            .extend_from_slice(br#"{"type":"event","topic":"bench","message":"#);
                         event_buf.extend_from_slice(message);
-                        event_buf.extend_from_slice(format!(r#","seq":{seq},"ts":"{TS}"}}"#).as_bytes());
+                        event_buf
+                            .extend_from_slice(format!(r#","seq":{seq},"ts":"{TS}"}}"#).as_bytes());
                         let ev = frame(&event_buf);
                         for &s in &subscribers {
                             if let Some(sc) = conns[s].as_mut() {
@@ -139,7 +150,11 @@ pub fn serve(port: u16) -> io::Result<()> {
                                 dirty.push(s);
                             }
                         }
-                        conns[key].as_mut().expect("reading conn exists").queue.push_back(ack.clone());
+                        conns[key]
+                            .as_mut()
+                            .expect("reading conn exists")
+                            .queue
+                            .push_back(ack.clone());
                         dirty.push(key);
                     }
                 }
@@ -152,7 +167,9 @@ pub fn serve(port: u16) -> io::Result<()> {
         dirty.sort_unstable();
         dirty.dedup();
         for key in dirty.drain(..) {
-            let Some(c) = conns[key].as_mut() else { continue };
+            let Some(c) = conns[key].as_mut() else {
+                continue;
+            };
             while !c.queue.is_empty() {
                 let slices: Vec<IoSlice<'_>> = c
                     .queue
@@ -181,8 +198,13 @@ pub fn serve(port: u16) -> io::Result<()> {
             let want = !c.queue.is_empty();
             if want != c.writable_registered {
                 c.writable_registered = want;
-                let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-                poll.registry().reregister(&mut c.stream, Token(key), interest)?;
+                let interest = if want {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                poll.registry()
+                    .reregister(&mut c.stream, Token(key), interest)?;
             }
         }
     }

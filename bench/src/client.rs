@@ -36,11 +36,27 @@ pub struct SubStats {
 
 pub enum Kind {
     /// Subscribed to one topic; counts what arrives.
-    Subscriber { topic: String, sub: SubStats, acked: bool },
+    Subscriber {
+        topic: String,
+        sub: SubStats,
+        acked: bool,
+    },
     /// Publishes to its topics round-robin.
-    Publisher { topics: Vec<String>, next: usize, unacked: usize, acked: u64, errors: u64 },
+    Publisher {
+        topics: Vec<String>,
+        next: usize,
+        unacked: usize,
+        acked: u64,
+        errors: u64,
+    },
     /// Subscribes, then stops reading (the slow consumer) until `reading` is set again.
-    Stalled { topic: String, acked: bool, reading: bool, notice: bool, close_code: Option<u16> },
+    Stalled {
+        topic: String,
+        acked: bool,
+        reading: bool,
+        notice: bool,
+        close_code: Option<u16>,
+    },
 }
 
 pub struct Client {
@@ -114,7 +130,10 @@ fn parse_event(text: &[u8]) -> Option<(u64, u64)> {
     // `,"ts":"2026-11-28T02:35:40.422Z"}` is 33 bytes.
     let seq = digits_before(text, text.len().checked_sub(33)?)?;
     let at = text.windows(6).position(|w| w == b"{\"t\":\"")? + 6;
-    let t = std::str::from_utf8(text.get(at..at + 20)?).ok()?.parse().ok()?;
+    let t = std::str::from_utf8(text.get(at..at + 20)?)
+        .ok()?
+        .parse()
+        .ok()?;
     Some((seq, t))
 }
 
@@ -141,6 +160,19 @@ impl Fleet {
         let i = self.clients.len();
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
         if self.server.ip().is_loopback() {
+            // Pick the port at connect time, knowing the whole 4-tuple, so ports still in
+            // TIME_WAIT from an earlier run are not reused (IP_BIND_ADDRESS_NO_PORT).
+            let one: libc::c_int = 1;
+            // SAFETY: setsockopt reads an int we own, on a socket we own.
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&socket),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
             let source = SocketAddr::from(([127, 0, 0, 2 + (i % 8) as u8], 0));
             socket.bind(&source.into())?;
         }
@@ -152,7 +184,11 @@ impl Fleet {
             Err(e) => return Err(e),
         }
         let mut stream = TcpStream::from_std(socket.into());
-        self.poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        self.poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         self.clients.push(Client {
             stream,
             phase: Phase::Connecting,
@@ -166,13 +202,21 @@ impl Fleet {
     }
 
     pub fn open_count(&self) -> usize {
-        self.clients.iter().filter(|c| c.phase == Phase::Open).count()
+        self.clients
+            .iter()
+            .filter(|c| c.phase == Phase::Open)
+            .count()
     }
 
     pub fn subscribed_count(&self) -> usize {
         self.clients
             .iter()
-            .filter(|c| matches!(c.kind, Kind::Subscriber { acked: true, .. } | Kind::Stalled { acked: true, .. }))
+            .filter(|c| {
+                matches!(
+                    c.kind,
+                    Kind::Subscriber { acked: true, .. } | Kind::Stalled { acked: true, .. }
+                )
+            })
             .count()
     }
 
@@ -183,7 +227,13 @@ impl Fleet {
         let counter = self.seq_counter;
         let pad = self.payload_pad;
         let c = &mut self.clients[i];
-        if let Kind::Publisher { topics, next, unacked, .. } = &mut c.kind {
+        if let Kind::Publisher {
+            topics,
+            next,
+            unacked,
+            ..
+        } = &mut c.kind
+        {
             let topic = &topics[*next % topics.len()];
             *next += 1;
             *unacked += 1;
@@ -221,8 +271,17 @@ impl Fleet {
     /// One poll round (at most `timeout`), handling everything that is ready.
     pub fn turn(&mut self, timeout: Duration) -> io::Result<()> {
         self.poll.poll(&mut self.events, Some(timeout))?;
-        let ready: Vec<(usize, bool, bool)> =
-            self.events.iter().map(|e| (e.token().0, e.is_readable() || e.is_read_closed(), e.is_writable())).collect();
+        let ready: Vec<(usize, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_readable() || e.is_read_closed(),
+                    e.is_writable(),
+                )
+            })
+            .collect();
         for (i, readable, writable) in ready {
             if writable {
                 self.on_writable(i);
@@ -258,7 +317,14 @@ impl Fleet {
             if c.phase == Phase::Closed {
                 return;
             }
-            if matches!(c.kind, Kind::Stalled { acked: true, reading: false, .. }) {
+            if matches!(
+                c.kind,
+                Kind::Stalled {
+                    acked: true,
+                    reading: false,
+                    ..
+                }
+            ) {
                 return; // not reading, on purpose
             }
             match c.stream.read(&mut self.scratch) {
@@ -287,7 +353,9 @@ impl Fleet {
     fn process(&mut self, i: usize, data: &[u8]) -> usize {
         let mut pos = 0;
         if self.clients[i].phase == Phase::Handshaking {
-            let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else { return 0 };
+            let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return 0;
+            };
             let c = &mut self.clients[i];
             if !data.starts_with(b"HTTP/1.1 101") {
                 c.phase = Phase::Closed;
@@ -296,9 +364,9 @@ impl Fleet {
             c.phase = Phase::Open;
             pos = end + 4;
             let subscribe = match &c.kind {
-                Kind::Subscriber { topic, .. } | Kind::Stalled { topic, .. } => {
-                    Some(format!(r#"{{"type":"subscribe","topic":"{topic}","client_id":"bench"}}"#))
-                }
+                Kind::Subscriber { topic, .. } | Kind::Stalled { topic, .. } => Some(format!(
+                    r#"{{"type":"subscribe","topic":"{topic}","client_id":"bench"}}"#
+                )),
                 Kind::Publisher { .. } => None,
             };
             if let Some(msg) = subscribe {
@@ -308,7 +376,9 @@ impl Fleet {
         let now_ns = self.start.elapsed().as_nanos() as u64;
         loop {
             let rest = &data[pos..];
-            let Ok(Some(h)) = decode_header(rest, Role::Client) else { return pos };
+            let Ok(Some(h)) = decode_header(rest, Role::Client) else {
+                return pos;
+            };
             let end = h.header_len + h.payload_len as usize;
             if rest.len() < end {
                 return pos;
@@ -320,7 +390,8 @@ impl Fleet {
                 OpCode::Text => on_text(c, payload, now_ns, &mut self.latency),
                 OpCode::Ping => client_frame(&mut c.out, OpCode::Pong, payload),
                 OpCode::Close => {
-                    let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let code =
+                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                     match &mut c.kind {
                         Kind::Subscriber { sub, .. } => sub.close_code = code,
                         Kind::Stalled { close_code, .. } => *close_code = code,
@@ -376,7 +447,12 @@ fn on_text(c: &mut Client, payload: &[u8], now_ns: u64, latency: &mut Latency) {
                 *notice = true;
             }
         }
-        Kind::Publisher { unacked, acked, errors, .. } => {
+        Kind::Publisher {
+            unacked,
+            acked,
+            errors,
+            ..
+        } => {
             *unacked = unacked.saturating_sub(1);
             if payload.starts_with(b"{\"type\":\"ack\"") {
                 *acked += 1;

@@ -75,7 +75,11 @@ fn parse_args() -> Result<Opts, String> {
             continue;
         }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let num = || value.parse::<u64>().map_err(|_| format!("{flag}: not a number: {value}"));
+        let num = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{flag}: not a number: {value}"))
+        };
         match flag.as_str() {
             "--server" => o.server = value.clone(),
             "--addr" => o.addr = Some(value.parse().map_err(|_| format!("--addr: {value}"))?),
@@ -87,7 +91,11 @@ fn parse_args() -> Result<Opts, String> {
             "--window" => o.window = num()?.max(1) as usize,
             "--rate" => o.rate = num()?.max(1),
             "--conns" => o.conns = num()? as usize,
-            "--duration" => o.duration = Duration::from_secs_f64(value.parse().map_err(|_| format!("--duration: {value}"))?),
+            "--duration" => {
+                o.duration = Duration::from_secs_f64(
+                    value.parse().map_err(|_| format!("--duration: {value}"))?,
+                )
+            }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -113,10 +121,16 @@ impl Drop for Target {
 impl Target {
     pub fn pubsub(opts: &Opts, env: &[(&str, String)]) -> Target {
         if let Some(addr) = opts.addr {
-            return Target { addr, pid: opts.pid, child: None };
+            return Target {
+                addr,
+                pid: opts.pid,
+                child: None,
+            };
         }
         let mut cmd = Command::new(&opts.server);
-        cmd.env("PORT", "0").env("HOST", "127.0.0.1").env("LOG_LEVEL", "info");
+        cmd.env("PORT", "0")
+            .env("HOST", "127.0.0.1")
+            .env("LOG_LEVEL", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -124,19 +138,35 @@ impl Target {
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with cargo build --release)", opts.server));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (build it with cargo build --release)",
+                    opts.server
+                )
+            });
         let stderr = child.stderr.take().expect("piped");
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
-            let line = lines.next().expect("the server exited").expect("readable stderr");
+            let line = lines
+                .next()
+                .expect("the server exited")
+                .expect("readable stderr");
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if v["event"] == "listening" {
-                break v["addr"].as_str().expect("addr").parse().expect("socket address");
+                break v["addr"]
+                    .as_str()
+                    .expect("addr")
+                    .parse()
+                    .expect("socket address");
             }
         };
         // Keep draining its stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Target { addr, pid: Some(child.id()), child: Some(child) }
+        Target {
+            addr,
+            pid: Some(child.id()),
+            child: Some(child),
+        }
     }
 
     pub fn ceiling() -> Target {
@@ -149,8 +179,17 @@ impl Target {
         let mut out = BufReader::new(child.stdout.take().expect("piped"));
         let mut line = String::new();
         out.read_line(&mut line).expect("ceiling listening line");
-        let addr = line.trim().strip_prefix("listening ").expect("listening line").parse().expect("address");
-        Target { addr, pid: Some(child.id()), child: Some(child) }
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .expect("listening line")
+            .parse()
+            .expect("address");
+        Target {
+            addr,
+            pid: Some(child.id()),
+            child: Some(child),
+        }
     }
 
     /// One REST request (keep-alive is not needed at this rate).
@@ -165,17 +204,25 @@ impl Target {
 
     /// `slow_consumer_disconnects` from `/stats` (0 if it cannot be read).
     pub fn slow_consumer_disconnects(&self) -> u64 {
-        let Ok(mut s) = TcpStream::connect(self.addr) else { return 0 };
+        let Ok(mut s) = TcpStream::connect(self.addr) else {
+            return 0;
+        };
         let _ = s.write_all(b"GET /stats HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
         let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
-        serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v["slow_consumer_disconnects"].as_u64()).unwrap_or(0)
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["slow_consumer_disconnects"].as_u64())
+            .unwrap_or(0)
     }
 
     pub fn create_topic(&self, name: &str) {
         let status = self.rest("POST", "/topics", &format!(r#"{{"name":"{name}"}}"#));
-        assert!(status == 201 || status == 409, "creating topic {name}: HTTP {status}");
+        assert!(
+            status == 201 || status == 409,
+            "creating topic {name}: HTTP {status}"
+        );
     }
 }
 

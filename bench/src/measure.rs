@@ -13,7 +13,11 @@ const SUB: u64 = 64;
 
 impl Latency {
     pub fn new() -> Latency {
-        Latency { counts: vec![0; 64 * SUB as usize], n: 0, max_ns: 0 }
+        Latency {
+            counts: vec![0; 64 * SUB as usize],
+            n: 0,
+            max_ns: 0,
+        }
     }
 
     fn index(ns: u64) -> usize {
@@ -65,11 +69,18 @@ impl Latency {
 
 /// User plus system CPU time of a process, from /proc/<pid>/stat.
 pub fn process_cpu(pid: u32) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of the whole line; 12 and 13 after the ')'.
     let total = ticks(11) + ticks(12);
     // SAFETY: sysconf only reads a configuration value.
@@ -85,7 +96,8 @@ pub fn own_cpu() -> Duration {
         libc::getrusage(libc::RUSAGE_SELF, &mut u);
         u
     };
-    let tv = |t: libc::timeval| Duration::from_micros(t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64);
+    let tv =
+        |t: libc::timeval| Duration::from_micros(t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64);
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 

@@ -75,7 +75,13 @@ fn received(fleet: &Fleet) -> u64 {
 
 /// Connects everything, waits for every subscription, warms up for a second, measures for
 /// `duration`, then lets deliveries drain and counts what was lost.
-fn drive(fleet: &mut Fleet, pid: Option<u32>, publishers: &[usize], pace: Pace, duration: Duration) -> Run {
+fn drive(
+    fleet: &mut Fleet,
+    pid: Option<u32>,
+    publishers: &[usize],
+    pace: Pace,
+    duration: Duration,
+) -> Run {
     drive_watching(fleet, pid, publishers, pace, duration, None)
 }
 
@@ -91,12 +97,28 @@ fn drive_watching(
     watch: Option<(usize, &Target)>,
 ) -> Run {
     let mut next_check = Instant::now();
-    let subscribers = fleet.clients.iter().filter(|c| matches!(c.kind, Kind::Subscriber { .. })).count() as u64;
+    let subscribers = fleet
+        .clients
+        .iter()
+        .filter(|c| matches!(c.kind, Kind::Subscriber { .. }))
+        .count() as u64;
     let setup_deadline = Instant::now() + Duration::from_secs(60);
-    let want = fleet.clients.iter().filter(|c| !matches!(c.kind, Kind::Publisher { .. })).count();
-    while fleet.subscribed_count() < want || publishers.iter().any(|&p| fleet.clients[p].phase != Phase::Open) {
+    let want = fleet
+        .clients
+        .iter()
+        .filter(|c| !matches!(c.kind, Kind::Publisher { .. }))
+        .count();
+    while fleet.subscribed_count() < want
+        || publishers
+            .iter()
+            .any(|&p| fleet.clients[p].phase != Phase::Open)
+    {
         fleet.turn(Duration::from_millis(5)).expect("poll");
-        assert!(Instant::now() < setup_deadline, "setup timed out: {} of {want} subscribed", fleet.subscribed_count());
+        assert!(
+            Instant::now() < setup_deadline,
+            "setup timed out: {} of {want} subscribed",
+            fleet.subscribed_count()
+        );
     }
     let mut per_topic: HashMap<String, u64> = HashMap::new();
     let topic_of = |fleet: &Fleet, p: usize| match &fleet.clients[p].kind {
@@ -115,7 +137,8 @@ fn drive_watching(
     let warm = start + Duration::from_secs(1);
     let end = warm + duration;
     let mut measuring = false;
-    let (mut d0, mut p0, mut s0, mut t0, mut w0) = (0, 0, Duration::ZERO, Duration::ZERO, Instant::now());
+    let (mut d0, mut p0, mut s0, mut t0, mut w0) =
+        (0, 0, Duration::ZERO, Duration::ZERO, Instant::now());
     let mut sent_by_rate = 0u64;
     loop {
         let now = Instant::now();
@@ -142,7 +165,9 @@ fn drive_watching(
         match pace {
             Pace::Window { window, lag } => {
                 for &p in publishers {
-                    while fleet.unacked(p) < window && expected_deliveries.saturating_sub(received(fleet)) < lag * subscribers {
+                    while fleet.unacked(p) < window
+                        && expected_deliveries.saturating_sub(received(fleet)) < lag * subscribers
+                    {
                         let topic = topic_of(fleet, p);
                         *per_topic.entry(topic.clone()).or_default() += 1;
                         expected_deliveries += fan.get(&topic).copied().unwrap_or(0);
@@ -172,7 +197,9 @@ fn drive_watching(
     let delivered = received(fleet) - d0;
     let published = fleet.published - p0;
     let elapsed = w0.elapsed();
-    let server_cpu = pid.map_or(Duration::ZERO, measure::process_cpu).saturating_sub(s0);
+    let server_cpu = pid
+        .map_or(Duration::ZERO, measure::process_cpu)
+        .saturating_sub(s0);
     let tool_cpu = measure::own_cpu().saturating_sub(t0);
     let latency = std::mem::replace(&mut fleet.latency, Latency::new());
     // Let everything in flight arrive.
@@ -193,7 +220,19 @@ fn drive_watching(
         }
     }
     let publish_errors = fleet.publish_errors();
-    Run { delivered, published, elapsed, latency, lost, duplicates, out_of_order, cut, server_cpu, tool_cpu, publish_errors }
+    Run {
+        delivered,
+        published,
+        elapsed,
+        latency,
+        lost,
+        duplicates,
+        out_of_order,
+        cut,
+        server_cpu,
+        tool_cpu,
+        publish_errors,
+    }
 }
 
 fn ms(ns: u64) -> Value {
@@ -202,8 +241,14 @@ fn ms(ns: u64) -> Value {
 
 fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
     let secs = run.elapsed.as_secs_f64();
-    rows.push(("published_per_sec", json!((run.published as f64 / secs).round())));
-    rows.push(("delivered_per_sec", json!((run.delivered as f64 / secs).round())));
+    rows.push((
+        "published_per_sec",
+        json!((run.published as f64 / secs).round()),
+    ));
+    rows.push((
+        "delivered_per_sec",
+        json!((run.delivered as f64 / secs).round()),
+    ));
     rows.push(("latency_p50_ms", ms(run.latency.quantile(0.50))));
     rows.push(("latency_p99_ms", ms(run.latency.quantile(0.99))));
     rows.push(("latency_p999_ms", ms(run.latency.quantile(0.999))));
@@ -213,9 +258,19 @@ fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
     rows.push(("out_of_order", json!(run.out_of_order)));
     rows.push(("subscribers_cut", json!(run.cut)));
     rows.push(("publish_errors", json!(run.publish_errors)));
-    rows.push(("server_cpu_percent", json!(100.0 * run.server_cpu.as_secs_f64() / secs)));
-    rows.push(("tool_cpu_percent", json!(100.0 * run.tool_cpu.as_secs_f64() / secs)));
-    let per = if run.delivered > 0 { run.server_cpu.as_secs_f64() * 1e6 / run.delivered as f64 } else { 0.0 };
+    rows.push((
+        "server_cpu_percent",
+        json!(100.0 * run.server_cpu.as_secs_f64() / secs),
+    ));
+    rows.push((
+        "tool_cpu_percent",
+        json!(100.0 * run.tool_cpu.as_secs_f64() / secs),
+    ));
+    let per = if run.delivered > 0 {
+        run.server_cpu.as_secs_f64() * 1e6 / run.delivered as f64
+    } else {
+        0.0
+    };
     rows.push(("server_cpu_us_per_delivery", json!(per)));
 }
 
@@ -242,17 +297,41 @@ fn fanout_once(target: &Target, opts: &Opts, subscribers: usize, create_topic: b
     }
     let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
     for _ in 0..subscribers {
-        fleet.add(Kind::Subscriber { topic: "bench".into(), sub: Default::default(), acked: false }).expect("connect");
+        fleet
+            .add(Kind::Subscriber {
+                topic: "bench".into(),
+                sub: Default::default(),
+                acked: false,
+            })
+            .expect("connect");
     }
     let p = fleet
-        .add(Kind::Publisher { topics: vec!["bench".into()], next: 0, unacked: 0, acked: 0, errors: 0 })
+        .add(Kind::Publisher {
+            topics: vec!["bench".into()],
+            next: 0,
+            unacked: 0,
+            acked: 0,
+            errors: 0,
+        })
         .expect("connect");
-    drive(&mut fleet, target.pid, &[p], Pace::Window { window: opts.window, lag: 64 }, opts.duration)
+    drive(
+        &mut fleet,
+        target.pid,
+        &[p],
+        Pace::Window {
+            window: opts.window,
+            lag: 64,
+        },
+        opts.duration,
+    )
 }
 
 pub fn fanout(opts: &Opts, against_server: bool) -> Report {
     let subscribers = opts.subscribers.unwrap_or(1000);
-    let mut rows = vec![("subscribers", json!(subscribers)), ("payload_bytes", json!(opts.payload))];
+    let mut rows = vec![
+        ("subscribers", json!(subscribers)),
+        ("payload_bytes", json!(opts.payload)),
+    ];
     let ceiling = {
         let target = Target::ceiling();
         fanout_once(&target, opts, subscribers, false)
@@ -260,17 +339,32 @@ pub fn fanout(opts: &Opts, against_server: bool) -> Report {
     let ceiling_rate = ceiling.delivered as f64 / ceiling.elapsed.as_secs_f64();
     if !against_server {
         run_rows(&ceiling, &mut rows);
-        return Report { name: "ceiling".into(), rows, ok: ceiling.lost == 0 };
+        return Report {
+            name: "ceiling".into(),
+            rows,
+            ok: ceiling.lost == 0,
+        };
     }
     let target = Target::pubsub(opts, &server_env(&[]));
     let run = fanout_once(&target, opts, subscribers, true);
     run_rows(&run, &mut rows);
     let rate = run.delivered as f64 / run.elapsed.as_secs_f64();
     rows.push(("ceiling_delivered_per_sec", json!(ceiling_rate.round())));
-    rows.push(("ceiling_cpu_us_per_delivery", json!(ceiling.server_cpu.as_secs_f64() * 1e6 / ceiling.delivered.max(1) as f64)));
+    rows.push((
+        "ceiling_cpu_us_per_delivery",
+        json!(ceiling.server_cpu.as_secs_f64() * 1e6 / ceiling.delivered.max(1) as f64),
+    ));
     rows.push(("percent_of_ceiling", json!(100.0 * rate / ceiling_rate)));
-    let ok = run.lost == 0 && run.duplicates == 0 && run.out_of_order == 0 && run.cut == 0 && run.publish_errors == 0;
-    Report { name: "fanout".into(), rows, ok }
+    let ok = run.lost == 0
+        && run.duplicates == 0
+        && run.out_of_order == 0
+        && run.cut == 0
+        && run.publish_errors == 0;
+    Report {
+        name: "fanout".into(),
+        rows,
+        ok,
+    }
 }
 
 pub fn topics(opts: &Opts) -> Report {
@@ -282,16 +376,44 @@ pub fn topics(opts: &Opts) -> Report {
     let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
     for n in &names {
         for _ in 0..2 {
-            fleet.add(Kind::Subscriber { topic: n.clone(), sub: Default::default(), acked: false }).expect("connect");
+            fleet
+                .add(Kind::Subscriber {
+                    topic: n.clone(),
+                    sub: Default::default(),
+                    acked: false,
+                })
+                .expect("connect");
         }
     }
     let publishers: Vec<usize> = (0..opts.publishers)
         .map(|i| {
-            let mine: Vec<String> = names.iter().skip(i).step_by(opts.publishers).cloned().collect();
-            fleet.add(Kind::Publisher { topics: mine, next: 0, unacked: 0, acked: 0, errors: 0 }).expect("connect")
+            let mine: Vec<String> = names
+                .iter()
+                .skip(i)
+                .step_by(opts.publishers)
+                .cloned()
+                .collect();
+            fleet
+                .add(Kind::Publisher {
+                    topics: mine,
+                    next: 0,
+                    unacked: 0,
+                    acked: 0,
+                    errors: 0,
+                })
+                .expect("connect")
         })
         .collect();
-    let run = drive(&mut fleet, target.pid, &publishers, Pace::Window { window: opts.window, lag: 64 }, opts.duration);
+    let run = drive(
+        &mut fleet,
+        target.pid,
+        &publishers,
+        Pace::Window {
+            window: opts.window,
+            lag: 64,
+        },
+        opts.duration,
+    );
     let mut rows = vec![
         ("topics", json!(opts.topics)),
         ("subscribers_per_topic", json!(2)),
@@ -300,7 +422,11 @@ pub fn topics(opts: &Opts) -> Report {
     ];
     run_rows(&run, &mut rows);
     let ok = run.lost == 0 && run.duplicates == 0 && run.cut == 0;
-    Report { name: "topics".into(), rows, ok }
+    Report {
+        name: "topics".into(),
+        rows,
+        ok,
+    }
 }
 
 pub fn latency(opts: &Opts) -> Report {
@@ -309,12 +435,30 @@ pub fn latency(opts: &Opts) -> Report {
     target.create_topic("bench");
     let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
     for _ in 0..subscribers {
-        fleet.add(Kind::Subscriber { topic: "bench".into(), sub: Default::default(), acked: false }).expect("connect");
+        fleet
+            .add(Kind::Subscriber {
+                topic: "bench".into(),
+                sub: Default::default(),
+                acked: false,
+            })
+            .expect("connect");
     }
     let p = fleet
-        .add(Kind::Publisher { topics: vec!["bench".into()], next: 0, unacked: 0, acked: 0, errors: 0 })
+        .add(Kind::Publisher {
+            topics: vec!["bench".into()],
+            next: 0,
+            unacked: 0,
+            acked: 0,
+            errors: 0,
+        })
         .expect("connect");
-    let run = drive(&mut fleet, target.pid, &[p], Pace::Rate(opts.rate), opts.duration);
+    let run = drive(
+        &mut fleet,
+        target.pid,
+        &[p],
+        Pace::Rate(opts.rate),
+        opts.duration,
+    );
     let mut rows = vec![
         ("subscribers", json!(subscribers)),
         ("rate_per_sec", json!(opts.rate)),
@@ -323,8 +467,15 @@ pub fn latency(opts: &Opts) -> Report {
     run_rows(&run, &mut rows);
     rows.push(("all_subscribers_survived", json!(run.cut == 0)));
     let ok = run.cut == 0 && run.lost == 0;
-    Report { name: "latency".into(), rows, ok }
+    Report {
+        name: "latency".into(),
+        rows,
+        ok,
+    }
 }
+
+/// Connections in their handshake at once.
+const IN_FLIGHT: usize = 200;
 
 pub fn conns(opts: &Opts) -> Report {
     let n = opts.conns;
@@ -338,26 +489,54 @@ pub fn conns(opts: &Opts) -> Report {
     let rss_before = pid.map_or(0, measure::rss_bytes);
     let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
     let start = Instant::now();
+    let (server_cpu0, tool_cpu0) = (
+        pid.map_or(Duration::ZERO, measure::process_cpu),
+        measure::own_cpu(),
+    );
     let deadline = start + Duration::from_secs(120);
     let mut added = 0;
     let mut open_at = None;
     // At most 1,000 connections in their handshake at once.
-    while fleet.subscribed_count() < n {
-        while added < n && added - fleet.open_count().min(added) < 1000 {
+    loop {
+        // Counting is O(n): once per round, not per connection.
+        let open = fleet.open_count();
+        if open_at.is_none() && open == n {
+            open_at = Some(start.elapsed());
+        }
+        if fleet.subscribed_count() == n {
+            break;
+        }
+        let closed = fleet
+            .clients
+            .iter()
+            .filter(|c| c.phase == Phase::Closed)
+            .count();
+        assert!(closed == 0, "{closed} connections were refused or closed");
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} subscribed",
+            fleet.subscribed_count()
+        );
+        let in_flight = added - open.min(added);
+        for _ in 0..(IN_FLIGHT.saturating_sub(in_flight)).min(n - added) {
             let topic = format!("idle{}", added % topics);
-            fleet.add(Kind::Subscriber { topic, sub: Default::default(), acked: false }).expect("connect");
+            fleet
+                .add(Kind::Subscriber {
+                    topic,
+                    sub: Default::default(),
+                    acked: false,
+                })
+                .expect("connect");
             added += 1;
         }
         fleet.turn(Duration::from_millis(1)).expect("poll");
-        if open_at.is_none() && fleet.open_count() == n {
-            open_at = Some(start.elapsed());
-        }
-        let closed = fleet.clients.iter().filter(|c| c.phase == Phase::Closed).count();
-        assert!(closed == 0, "{closed} connections were refused or closed");
-        assert!(Instant::now() < deadline, "only {} of {n} subscribed", fleet.subscribed_count());
     }
     let handshake_secs = open_at.unwrap_or_else(|| start.elapsed()).as_secs_f64();
     let subscribed_secs = start.elapsed().as_secs_f64();
+    let server_cpu = pid
+        .map_or(Duration::ZERO, measure::process_cpu)
+        .saturating_sub(server_cpu0);
+    let tool_cpu = measure::own_cpu().saturating_sub(tool_cpu0);
     // Idle for a moment, then read the server's memory.
     let idle_until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < idle_until {
@@ -367,13 +546,31 @@ pub fn conns(opts: &Opts) -> Report {
     let per_conn = (rss_after.saturating_sub(rss_before)) as f64 / n as f64;
     let rows = vec![
         ("connections", json!(n)),
-        ("connect_handshake_per_sec", json!((n as f64 / handshake_secs).round())),
-        ("connect_handshake_subscribe_per_sec", json!((n as f64 / subscribed_secs).round())),
+        (
+            "connect_handshake_per_sec",
+            json!((n as f64 / handshake_secs).round()),
+        ),
+        (
+            "connect_handshake_subscribe_per_sec",
+            json!((n as f64 / subscribed_secs).round()),
+        ),
         ("server_rss_before_bytes", json!(rss_before)),
         ("server_rss_after_bytes", json!(rss_after)),
         ("server_rss_bytes_per_connection", json!(per_conn.round())),
+        (
+            "server_cpu_us_per_connection",
+            json!(server_cpu.as_secs_f64() * 1e6 / n as f64),
+        ),
+        (
+            "tool_cpu_us_per_connection",
+            json!(tool_cpu.as_secs_f64() * 1e6 / n as f64),
+        ),
     ];
-    Report { name: "conns".into(), rows, ok: true }
+    Report {
+        name: "conns".into(),
+        rows,
+        ok: true,
+    }
 }
 
 pub fn slow(opts: &Opts) -> Report {
@@ -382,18 +579,48 @@ pub fn slow(opts: &Opts) -> Report {
     target.create_topic("bench");
     let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
     for _ in 0..subscribers {
-        fleet.add(Kind::Subscriber { topic: "bench".into(), sub: Default::default(), acked: false }).expect("connect");
+        fleet
+            .add(Kind::Subscriber {
+                topic: "bench".into(),
+                sub: Default::default(),
+                acked: false,
+            })
+            .expect("connect");
     }
     let stalled = fleet
-        .add(Kind::Stalled { topic: "bench".into(), acked: false, reading: false, notice: false, close_code: None })
+        .add(Kind::Stalled {
+            topic: "bench".into(),
+            acked: false,
+            reading: false,
+            notice: false,
+            close_code: None,
+        })
         .expect("connect");
     let p = fleet
-        .add(Kind::Publisher { topics: vec!["bench".into()], next: 0, unacked: 0, acked: 0, errors: 0 })
+        .add(Kind::Publisher {
+            topics: vec!["bench".into()],
+            next: 0,
+            unacked: 0,
+            acked: 0,
+            errors: 0,
+        })
         .expect("connect");
-    let pace = Pace::Window { window: opts.window, lag: 64 };
-    let run = drive_watching(&mut fleet, target.pid, &[p], pace, opts.duration, Some((stalled, &target)));
+    let pace = Pace::Window {
+        window: opts.window,
+        lag: 64,
+    };
+    let run = drive_watching(
+        &mut fleet,
+        target.pid,
+        &[p],
+        pace,
+        opts.duration,
+        Some((stalled, &target)),
+    );
     let (notice, code) = match &fleet.clients[stalled].kind {
-        Kind::Stalled { notice, close_code, .. } => (*notice, *close_code),
+        Kind::Stalled {
+            notice, close_code, ..
+        } => (*notice, *close_code),
         _ => (false, None),
     };
     let mut rows = vec![("subscribers", json!(subscribers))];
@@ -401,5 +628,9 @@ pub fn slow(opts: &Opts) -> Report {
     rows.push(("stalled_got_slow_consumer", json!(notice)));
     rows.push(("stalled_close_code", json!(code)));
     let ok = notice && code == Some(1008) && run.lost == 0 && run.cut == 0;
-    Report { name: "slow".into(), rows, ok }
+    Report {
+        name: "slow".into(),
+        rows,
+        ok,
+    }
 }

@@ -340,7 +340,11 @@ impl<S> Engine<S> {
             .map(|(k, _)| k)
             .collect();
         for key in keys {
-            let c = &self.conns[key];
+            let c = &mut self.conns[key];
+            c.outq.release_if_idle();
+            if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
+                c.inbuf = Vec::new();
+            }
             if now.saturating_duration_since(c.last_seen) >= silent_limit {
                 self.stats.messages.heartbeat_timeouts += 1;
                 crate::log!(Level::Info, "heartbeat_timeout", "conn" => c.id);
