@@ -491,6 +491,18 @@ mod tests {
     }
 
     #[test]
+    fn payload_numbers_beyond_f64_pass_through_as_written() {
+        // Found by the client_message fuzzer: valid JSON grammar, out of serde_json's f64 range.
+        let text = br#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":[1e400,123456789012345678901234567890]}}"#;
+        match parse(text).unwrap().message {
+            ClientMessage::Publish { payload, .. } => {
+                assert_eq!(payload.get(), "[1e400,123456789012345678901234567890]")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn escaped_strings_are_decoded() {
         let m = parse(br#"{"type":"unsubscribe","topic":"ord\u0065rs","client_id":"c"}"#).unwrap();
         assert!(

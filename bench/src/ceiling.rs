@@ -78,8 +78,7 @@ pub fn serve(port: u16) -> io::Result<()> {
             if !(ev.is_readable() || ev.is_read_closed()) {
                 continue;
             }
-            loop {
-                let Some(c) = conns[key].as_mut() else { break };
+            while let Some(c) = conns[key].as_mut() {
                 let n = match c.stream.read(&mut scratch) {
                     Ok(n) if n > 0 => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
