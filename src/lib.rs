@@ -5,6 +5,8 @@
 
 #![deny(unsafe_code)] // SAFETY: allowed only in signal.rs and sys.rs, each block justified.
 
+#[cfg(feature = "count-allocations")]
+pub mod alloc_count;
 pub mod broker;
 pub mod config;
 pub mod engine;

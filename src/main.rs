@@ -7,6 +7,10 @@ use pubsub::config::Config;
 use pubsub::log::{self, Level};
 use pubsub::server::Server;
 
+#[cfg(feature = "count-allocations")]
+#[global_allocator]
+static ALLOCATOR: pubsub::alloc_count::Counting = pubsub::alloc_count::Counting;
+
 const USAGE: &str = "usage: pubsub [--healthcheck | --version | --help]
   (no argument)   serve; configuration comes from environment variables (see README.md)
   --healthcheck   request /health from the server configured by the same environment on this

@@ -107,6 +107,7 @@ pub struct Target {
     pub addr: SocketAddr,
     pub pid: Option<u32>,
     child: Option<Child>,
+    ceiling: bool,
 }
 
 impl Drop for Target {
@@ -125,6 +126,7 @@ impl Target {
                 addr,
                 pid: opts.pid,
                 child: None,
+                ceiling: false,
             };
         }
         let mut cmd = Command::new(&opts.server);
@@ -166,6 +168,7 @@ impl Target {
             addr,
             pid: Some(child.id()),
             child: Some(child),
+            ceiling: false,
         }
     }
 
@@ -189,6 +192,7 @@ impl Target {
             addr,
             pid: Some(child.id()),
             child: Some(child),
+            ceiling: true,
         }
     }
 
@@ -202,19 +206,32 @@ impl Target {
         resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
     }
 
-    /// `slow_consumer_disconnects` from `/stats` (0 if it cannot be read).
-    pub fn slow_consumer_disconnects(&self) -> u64 {
+    /// The server's `/stats` (null if it cannot be read).
+    pub fn stats(&self) -> serde_json::Value {
         let Ok(mut s) = TcpStream::connect(self.addr) else {
-            return 0;
+            return serde_json::Value::Null;
         };
         let _ = s.write_all(b"GET /stats HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
         let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
-        serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["slow_consumer_disconnects"].as_u64())
+        serde_json::from_str(body).unwrap_or_default()
+    }
+
+    pub fn slow_consumer_disconnects(&self) -> u64 {
+        self.stats()["slow_consumer_disconnects"]
+            .as_u64()
             .unwrap_or(0)
+    }
+
+    /// Heap allocations so far, when the server was built with `--features count-allocations`.
+    pub fn allocations(&self) -> Option<u64> {
+        self.stats()["loop"]["allocations"].as_u64()
+    }
+
+    /// False for the in-tool ceiling, which answers every connection with a handshake.
+    pub fn is_pubsub(&self) -> bool {
+        !self.ceiling
     }
 
     pub fn create_topic(&self, name: &str) {

@@ -60,6 +60,7 @@ struct Run {
     server_cpu: Duration,
     tool_cpu: Duration,
     publish_errors: u64,
+    allocations: Option<u64>,
 }
 
 fn received(fleet: &Fleet) -> u64 {
@@ -77,12 +78,12 @@ fn received(fleet: &Fleet) -> u64 {
 /// `duration`, then lets deliveries drain and counts what was lost.
 fn drive(
     fleet: &mut Fleet,
-    pid: Option<u32>,
+    target: &Target,
     publishers: &[usize],
     pace: Pace,
     duration: Duration,
 ) -> Run {
-    drive_watching(fleet, pid, publishers, pace, duration, None)
+    drive_watching(fleet, target, publishers, pace, duration, None)
 }
 
 /// `drive`, and with `watch` set (a stalled client and the server), polls the server's
@@ -90,12 +91,16 @@ fn drive(
 /// SLOW_CONSUMER notice and close frame can reach it within the close linger.
 fn drive_watching(
     fleet: &mut Fleet,
-    pid: Option<u32>,
+    target: &Target,
     publishers: &[usize],
     pace: Pace,
     duration: Duration,
-    watch: Option<(usize, &Target)>,
+    watch: Option<usize>,
 ) -> Run {
+    let pid = target.pid;
+    // The ceiling answers every connection with a handshake, so it is never asked for /stats.
+    let counts_allocations = target.is_pubsub() && target.allocations().is_some();
+    let mut a0 = 0;
     let mut next_check = Instant::now();
     let subscribers = fleet
         .clients
@@ -150,11 +155,14 @@ fn drive_watching(
             s0 = pid.map_or(Duration::ZERO, measure::process_cpu);
             t0 = measure::own_cpu();
             w0 = now;
+            if counts_allocations {
+                a0 = target.allocations().unwrap_or(0);
+            }
         }
         if now >= end {
             break;
         }
-        if let Some((stalled, target)) = watch {
+        if let Some(stalled) = watch {
             if now >= next_check {
                 next_check = now + Duration::from_millis(20);
                 if target.slow_consumer_disconnects() > 0 {
@@ -200,6 +208,9 @@ fn drive_watching(
     let server_cpu = pid
         .map_or(Duration::ZERO, measure::process_cpu)
         .saturating_sub(s0);
+    // Two /stats requests fall inside the window: their few allocations are counted too.
+    let allocations =
+        counts_allocations.then(|| target.allocations().unwrap_or(0).saturating_sub(a0));
     let tool_cpu = measure::own_cpu().saturating_sub(t0);
     let latency = std::mem::replace(&mut fleet.latency, Latency::new());
     // Let everything in flight arrive.
@@ -232,6 +243,7 @@ fn drive_watching(
         server_cpu,
         tool_cpu,
         publish_errors,
+        allocations,
     }
 }
 
@@ -272,6 +284,16 @@ fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
         0.0
     };
     rows.push(("server_cpu_us_per_delivery", json!(per)));
+    if let Some(a) = run.allocations {
+        rows.push((
+            "server_allocations_per_delivery",
+            json!(a as f64 / run.delivered.max(1) as f64),
+        ));
+        rows.push((
+            "server_allocations_per_publish",
+            json!(a as f64 / run.published.max(1) as f64),
+        ));
+    }
 }
 
 fn server_env(extra: &[(&str, String)]) -> Vec<(&'static str, String)> {
@@ -316,7 +338,7 @@ fn fanout_once(target: &Target, opts: &Opts, subscribers: usize, create_topic: b
         .expect("connect");
     drive(
         &mut fleet,
-        target.pid,
+        target,
         &[p],
         Pace::Window {
             window: opts.window,
@@ -406,7 +428,7 @@ pub fn topics(opts: &Opts) -> Report {
         .collect();
     let run = drive(
         &mut fleet,
-        target.pid,
+        &target,
         &publishers,
         Pace::Window {
             window: opts.window,
@@ -454,7 +476,7 @@ pub fn latency(opts: &Opts) -> Report {
         .expect("connect");
     let run = drive(
         &mut fleet,
-        target.pid,
+        &target,
         &[p],
         Pace::Rate(opts.rate),
         opts.duration,
@@ -611,11 +633,11 @@ pub fn slow(opts: &Opts) -> Report {
     };
     let run = drive_watching(
         &mut fleet,
-        target.pid,
+        &target,
         &[p],
         pace,
         opts.duration,
-        Some((stalled, &target)),
+        Some(stalled),
     );
     let (notice, code) = match &fleet.clients[stalled].kind {
         Kind::Stalled {

@@ -401,6 +401,15 @@ impl<S> Engine<S> {
             );
         }
         let s = &self.stats;
+        #[cfg_attr(not(feature = "count-allocations"), allow(unused_mut))]
+        let mut event_loop = serde_json::to_value(&s.event_loop).unwrap_or_default();
+        #[cfg(feature = "count-allocations")]
+        if let Some(obj) = event_loop.as_object_mut() {
+            obj.insert(
+                "allocations".into(),
+                crate::alloc_count::allocations().into(),
+            );
+        }
         Response::json(
             200,
             &serde_json::json!({
@@ -409,7 +418,7 @@ impl<S> Engine<S> {
                 "slow_consumer_disconnects": s.messages.slow_consumer_disconnects,
                 "connections": s.connections,
                 "messages": s.messages,
-                "loop": s.event_loop,
+                "loop": event_loop,
             }),
         )
     }

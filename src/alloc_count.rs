@@ -1,0 +1,37 @@
+//! A counting allocator for performance study, compiled in only with the `count-allocations`
+//! feature: it forwards to the system allocator and counts calls, so the benchmark can report
+//! allocations per delivered message (`allocations` in `/stats`).
+#![allow(unsafe_code)] // SAFETY: the impl only forwards to `System` with the caller's arguments.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+pub struct Counting;
+
+/// Allocations (including reallocations) since start.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+// SAFETY: every method forwards to `System` with exactly the arguments it was given, so it
+// upholds `GlobalAlloc`'s contract whenever `System` does; counting has no effect on memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same layout the caller gave us, as `GlobalAlloc::alloc` requires.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc`/`realloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged; `ptr` and `layout` are the caller's, as required.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
