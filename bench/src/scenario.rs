@@ -38,6 +38,12 @@ impl Report {
     }
 }
 
+/// Events a subscriber may fall behind: 64, or fewer for big payloads so that the server's
+/// per-connection byte bound (MAX_QUEUE_BYTES, 1 MiB by default) is never what the tool hits.
+fn lag_events(payload: usize) -> u64 {
+    ((512 * 1024) / (payload + 256)).clamp(1, 64) as u64
+}
+
 /// How publishers send.
 #[derive(Clone, Copy)]
 enum Pace {
@@ -342,7 +348,7 @@ fn fanout_once(target: &Target, opts: &Opts, subscribers: usize, create_topic: b
         &[p],
         Pace::Window {
             window: opts.window,
-            lag: 64,
+            lag: lag_events(opts.payload),
         },
         opts.duration,
     )
@@ -432,7 +438,7 @@ pub fn topics(opts: &Opts) -> Report {
         &publishers,
         Pace::Window {
             window: opts.window,
-            lag: 64,
+            lag: lag_events(opts.payload),
         },
         opts.duration,
     );
@@ -629,7 +635,7 @@ pub fn slow(opts: &Opts) -> Report {
         .expect("connect");
     let pace = Pace::Window {
         window: opts.window,
-        lag: 64,
+        lag: lag_events(opts.payload),
     };
     let run = drive_watching(
         &mut fleet,

@@ -202,6 +202,7 @@ impl<S> Engine<S> {
             b => b,
         };
         let c = &mut self.conns[key];
+        c.receiving = true;
         c.phase = Phase::WebSocket(Box::new(WsState {
             session: Session::new(max_message),
             echo,

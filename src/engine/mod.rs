@@ -64,6 +64,9 @@ pub struct Conn<S> {
     last_seen: Instant,
     dirty: bool,
     doomed: bool,
+    /// A WebSocket that takes events: upgraded, not closing, not doomed. Kept in the connection
+    /// itself so the fan-out loop never looks behind the WebSocket state's Box.
+    receiving: bool,
     /// Loop bookkeeping owned by the server: write interest registered, reading stopped early.
     pub writable_registered: bool,
     pub read_stalled: bool,
@@ -204,6 +207,7 @@ impl<S> Engine<S> {
             last_seen: now,
             dirty: false,
             doomed: false,
+            receiving: false,
             writable_registered: false,
             read_stalled: false,
             ip_counted: false,
@@ -418,6 +422,7 @@ impl<S> Engine<S> {
             return;
         }
         c.doomed = true;
+        c.receiving = false;
         crate::log!(Level::Debug, "connection_closed", "conn" => c.id, "reason" => reason);
         self.doomed.push(key);
     }
@@ -433,6 +438,7 @@ impl<S> Engine<S> {
             Phase::Draining { .. } => return,
         }
         c.phase = Phase::Draining { write_shut: false };
+        c.receiving = false;
         c.inbuf = Vec::new();
         self.set_deadline(key, now + self.config.close_linger);
         self.mark_dirty(key);

@@ -247,17 +247,32 @@ impl<S> Engine<S> {
         targets.clear();
         targets.extend_from_slice(published.subscribers);
         self.stats.messages.published += 1;
+        // The hot loop: one slab lookup and a pointer push per subscriber, touching only the
+        // connection's own fields (the WebSocket state behind its Box stays cold).
+        let (max_frames, max_bytes) = (
+            self.config.subscriber_queue_size,
+            self.config.max_queue_bytes,
+        );
+        let mut delivered = 0;
         for &sub in &targets {
-            let Some(key) = self.live_ws(sub) else {
+            let key = slot(sub);
+            let Some(c) = self.conns.get_mut(key) else {
                 continue;
             };
-            self.conns[key]
-                .outq
-                .push(Chunk::Shared(frame.clone()), Bound::Counted);
-            self.mark_dirty(key);
-            self.stats.messages.delivered += 1;
-            self.check_bound(key, now);
+            if c.id != sub || !c.receiving {
+                continue;
+            }
+            c.outq.push(Chunk::Shared(frame.clone()), Bound::Counted);
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(key);
+            }
+            delivered += 1;
+            if c.outq.counted_frames() > max_frames || c.outq.counted_bytes() > max_bytes {
+                self.check_bound(key, now);
+            }
         }
+        self.stats.messages.delivered += delivered;
         self.fanout = targets;
         self.reap_slow();
         Ok(seq)
@@ -266,11 +281,10 @@ impl<S> Engine<S> {
     /// The slab key of a WebSocket connection that can still be sent events.
     pub(super) fn live_ws(&self, id: ConnId) -> Option<usize> {
         let key = slot(id);
-        let c = self.conns.get(key).filter(|c| c.id == id && !c.doomed)?;
-        match &c.phase {
-            Phase::WebSocket(ws) if !ws.close_sent => Some(key),
-            _ => None,
-        }
+        self.conns
+            .get(key)
+            .filter(|c| c.id == id && c.receiving)
+            .map(|_| key)
     }
 
     /// Past `SUBSCRIBER_QUEUE_SIZE` frames or `MAX_QUEUE_BYTES`, the connection is a slow
