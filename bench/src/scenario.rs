@@ -319,29 +319,39 @@ fn server_env(extra: &[(&str, String)]) -> Vec<(&'static str, String)> {
     env
 }
 
+/// Subscribers on the topic "bench" and one publisher to it.
+fn one_topic(target: &Target, opts: &Opts, subscribers: usize) -> (Fleet, usize) {
+    let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
+    for _ in 0..subscribers {
+        fleet.add(subscriber("bench")).expect("connect");
+    }
+    let p = fleet.add(publisher(vec!["bench".into()])).expect("connect");
+    (fleet, p)
+}
+
+fn subscriber(topic: &str) -> Kind {
+    Kind::Subscriber {
+        topic: topic.into(),
+        sub: Default::default(),
+        acked: false,
+    }
+}
+
+fn publisher(topics: Vec<String>) -> Kind {
+    Kind::Publisher {
+        topics,
+        next: 0,
+        unacked: 0,
+        acked: 0,
+        errors: 0,
+    }
+}
+
 fn fanout_once(target: &Target, opts: &Opts, subscribers: usize, create_topic: bool) -> Run {
     if create_topic {
         target.create_topic("bench");
     }
-    let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
-    for _ in 0..subscribers {
-        fleet
-            .add(Kind::Subscriber {
-                topic: "bench".into(),
-                sub: Default::default(),
-                acked: false,
-            })
-            .expect("connect");
-    }
-    let p = fleet
-        .add(Kind::Publisher {
-            topics: vec!["bench".into()],
-            next: 0,
-            unacked: 0,
-            acked: 0,
-            errors: 0,
-        })
-        .expect("connect");
+    let (mut fleet, p) = one_topic(target, opts, subscribers);
     drive(
         &mut fleet,
         target,
@@ -404,13 +414,7 @@ pub fn topics(opts: &Opts) -> Report {
     let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
     for n in &names {
         for _ in 0..2 {
-            fleet
-                .add(Kind::Subscriber {
-                    topic: n.clone(),
-                    sub: Default::default(),
-                    acked: false,
-                })
-                .expect("connect");
+            fleet.add(subscriber(n)).expect("connect");
         }
     }
     let publishers: Vec<usize> = (0..opts.publishers)
@@ -421,15 +425,7 @@ pub fn topics(opts: &Opts) -> Report {
                 .step_by(opts.publishers)
                 .cloned()
                 .collect();
-            fleet
-                .add(Kind::Publisher {
-                    topics: mine,
-                    next: 0,
-                    unacked: 0,
-                    acked: 0,
-                    errors: 0,
-                })
-                .expect("connect")
+            fleet.add(publisher(mine)).expect("connect")
         })
         .collect();
     let run = drive(
@@ -461,25 +457,7 @@ pub fn latency(opts: &Opts) -> Report {
     let subscribers = opts.subscribers.unwrap_or(100);
     let target = Target::pubsub(opts, &server_env(&[]));
     target.create_topic("bench");
-    let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
-    for _ in 0..subscribers {
-        fleet
-            .add(Kind::Subscriber {
-                topic: "bench".into(),
-                sub: Default::default(),
-                acked: false,
-            })
-            .expect("connect");
-    }
-    let p = fleet
-        .add(Kind::Publisher {
-            topics: vec!["bench".into()],
-            next: 0,
-            unacked: 0,
-            acked: 0,
-            errors: 0,
-        })
-        .expect("connect");
+    let (mut fleet, p) = one_topic(&target, opts, subscribers);
     let run = drive(
         &mut fleet,
         &target,
@@ -548,13 +526,7 @@ pub fn conns(opts: &Opts) -> Report {
         let in_flight = added - open.min(added);
         for _ in 0..(IN_FLIGHT.saturating_sub(in_flight)).min(n - added) {
             let topic = format!("idle{}", added % topics);
-            fleet
-                .add(Kind::Subscriber {
-                    topic,
-                    sub: Default::default(),
-                    acked: false,
-                })
-                .expect("connect");
+            fleet.add(subscriber(&topic)).expect("connect");
             added += 1;
         }
         fleet.turn(Duration::from_millis(1)).expect("poll");
@@ -607,13 +579,7 @@ pub fn slow(opts: &Opts) -> Report {
     target.create_topic("bench");
     let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
     for _ in 0..subscribers {
-        fleet
-            .add(Kind::Subscriber {
-                topic: "bench".into(),
-                sub: Default::default(),
-                acked: false,
-            })
-            .expect("connect");
+        fleet.add(subscriber("bench")).expect("connect");
     }
     let stalled = fleet
         .add(Kind::Stalled {
@@ -624,15 +590,7 @@ pub fn slow(opts: &Opts) -> Report {
             close_code: None,
         })
         .expect("connect");
-    let p = fleet
-        .add(Kind::Publisher {
-            topics: vec!["bench".into()],
-            next: 0,
-            unacked: 0,
-            acked: 0,
-            errors: 0,
-        })
-        .expect("connect");
+    let p = fleet.add(publisher(vec!["bench".into()])).expect("connect");
     let pace = Pace::Window {
         window: opts.window,
         lag: lag_events(opts.payload),
