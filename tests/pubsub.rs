@@ -360,13 +360,22 @@ fn last_n_of_the_whole_ring_is_served_in_full_not_cut_as_slow() {
 
 #[test]
 fn a_subscriber_that_never_reads_is_cut_and_the_others_get_everything() {
+    // A long close linger: the slow peer reads only after the publishing, and must still find
+    // the notice and the close frame waiting for it.
     let server = Server::start_with(&[
         ("SUBSCRIBER_QUEUE_SIZE", "50"),
         ("MAX_QUEUE_BYTES", "65536"),
+        ("CLOSE_LINGER_MS", "5000"),
     ]);
     server.create_topic("hot");
-    // The slow one: subscribed over a raw socket with a tiny receive window, never read again.
-    let mut slow = raw_ws(&server);
+    // The slow one: a tiny receive window, so the kernel cannot absorb what it does not read.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut slow: std::net::TcpStream = socket.into();
+    slow.set_read_timeout(Some(TIMEOUT)).unwrap();
+    slow.write_all(UPGRADE.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut slow).status, 101);
     slow.write_all(&client_frame(
         true,
         1,
@@ -391,28 +400,42 @@ fn a_subscriber_that_never_reads_is_cut_and_the_others_get_everything() {
         assert_eq!(p.recv()["type"], "ack");
     }
     let healthy = reader.join().unwrap();
+    server.wait_log("slow_consumer");
     let stats = server.get("/stats");
     assert_eq!(stats["slow_consumer_disconnects"], 1, "{stats}");
     assert_eq!(stats["topics"]["hot"]["subscribers"], 1, "{stats}");
-    server.wait_log("slow_consumer");
     // Far less than the 6 MB published is held for the slow peer.
     assert!(
         server.rss_kib() < rss_before + 4096,
         "rss grew from {rss_before} to {}",
         server.rss_kib()
     );
-    // Now read what the slow peer was sent: some events, then SLOW_CONSUMER, then close 1008.
-    slow.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let data = read_to_close(&mut slow);
+    // Now read what the slow peer was sent: some events, then SLOW_CONSUMER, then close 1008
+    // (the server then waits for our close frame, so read up to its own). A bigger buffer now
+    // lets the backlog in the kernel drain faster.
+    socket2::SockRef::from(&slow)
+        .set_recv_buffer_size(1 << 20)
+        .unwrap();
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    while close_code_in(&data).is_none() {
+        let n = slow
+            .read(&mut buf)
+            .expect("the notice and close frame arrive");
+        assert!(n > 0, "closed before the close frame");
+        data.extend_from_slice(&buf[..n]);
+    }
     let text = String::from_utf8_lossy(&data);
     assert!(text.contains("SLOW_CONSUMER"), "no SLOW_CONSUMER notice");
     assert_eq!(close_code_in(&data), Some(1008));
     drop(healthy);
 }
 
+/// The status code of the close frame that ends `data`, if it ends with one.
 fn close_code_in(data: &[u8]) -> Option<u16> {
     let i = data.windows(2).rposition(|w| w[0] == 0x88)?;
-    Some(u16::from_be_bytes([data[i + 2], data[i + 3]]))
+    let len = data[i + 1] as usize;
+    (i + 2 + len == data.len() && len >= 2).then(|| u16::from_be_bytes([data[i + 2], data[i + 3]]))
 }
 
 #[test]
