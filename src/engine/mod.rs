@@ -3,6 +3,7 @@
 //! it queued; tests and fuzz targets drive it the same way with no socket at all.
 
 mod http;
+mod timers;
 mod ws;
 
 use std::cmp::Reverse;
@@ -442,76 +443,6 @@ impl<S> Engine<S> {
         c.inbuf = Vec::new();
         self.set_deadline(key, now + self.config.close_linger);
         self.mark_dirty(key);
-    }
-
-    fn set_deadline(&mut self, key: usize, at: Instant) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        c.deadline = Some(at);
-        if c.scheduled.is_none_or(|s| at < s) {
-            c.scheduled = Some(at);
-            self.timers.push(Reverse((at, c.id)));
-        }
-    }
-
-    fn clear_deadline(&mut self, key: usize) {
-        if let Some(c) = self.conns.get_mut(key) {
-            c.deadline = None;
-        }
-    }
-
-    /// When `tick` next has work: the nearest deadline or heartbeat.
-    pub fn next_wakeup(&self) -> Instant {
-        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
-        timer.map_or(self.next_heartbeat, |t| t.min(self.next_heartbeat))
-    }
-
-    /// Expires deadlines and sends heartbeats due by `now`.
-    pub fn tick(&mut self, now: Instant) {
-        while let Some(&Reverse((at, id))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let key = slot(id);
-            let Some(c) = self.conns.get_mut(key).filter(|c| c.id == id) else {
-                continue;
-            };
-            if c.scheduled == Some(at) {
-                c.scheduled = None;
-            }
-            match c.deadline {
-                Some(d) if d <= now => {
-                    c.deadline = None;
-                    self.expire(key);
-                }
-                // The deadline moved later: schedule it anew unless an entry is pending.
-                Some(d) if c.scheduled.is_none() => {
-                    c.scheduled = Some(d);
-                    self.timers.push(Reverse((d, id)));
-                }
-                _ => {}
-            }
-        }
-        if now >= self.next_heartbeat {
-            self.next_heartbeat = now + self.config.heartbeat_interval;
-            self.heartbeat(now);
-        }
-    }
-
-    fn expire(&mut self, key: usize) {
-        let Some(c) = self.conns.get(key) else { return };
-        let reason = match &c.phase {
-            Phase::Http(_) if c.inbuf.is_empty() => "idle_timeout",
-            Phase::Http(_) => "header_timeout",
-            Phase::WebSocket(_) => "close_linger_expired",
-            Phase::Draining { .. } => "drain_expired",
-        };
-        if reason == "header_timeout" {
-            crate::log!(Level::Info, "header_timeout", "conn" => c.id, "peer" => c.peer.to_string());
-        }
-        self.doom(key, reason);
     }
 
     /// Stop accepting work: idle connections close now, requests in flight finish, WebSockets

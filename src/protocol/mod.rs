@@ -1,5 +1,5 @@
 //! The JSON messages of the WebSocket protocol (PROTOCOL.md): client messages parsed and
-//! validated into values, server messages encoded into text frames.
+//! validated into values here, server messages encoded into text frames in `server`.
 //!
 //! `payload` and `request_id` stay as raw JSON text from parse to delivery: what a subscriber
 //! receives is byte for byte what the publisher sent.
@@ -7,12 +7,17 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::broker::is_valid_topic_name;
 use crate::error::ErrorCode;
-use crate::ws::frame::{encode_header, OpCode, MAX_HEADER_LEN};
+
+mod server;
+pub use server::{
+    error_frame, event_frame, frame_in_place, info_frame, pong_frame, text_frame, Ack,
+    MAX_SERVER_HEADER,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replay {
@@ -221,173 +226,6 @@ fn optional_u64(raw: Option<&RawValue>, field: &'static str) -> Result<Option<u6
     }
 }
 
-/// Serialises `value` as JSON straight into a text frame, header included.
-pub fn text_frame(value: &impl Serialize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(160);
-    buf.resize(MAX_SERVER_HEADER, 0);
-    // Serialising our own message structs into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut buf, value);
-    let start = frame_in_place(&mut buf);
-    buf.drain(..start);
-    buf
-}
-
-/// The longest header the server writes (unmasked, 64-bit length).
-pub const MAX_SERVER_HEADER: usize = 10;
-
-/// `buf` holds `MAX_SERVER_HEADER` placeholder bytes and then a text payload: writes the header
-/// just before the payload and returns where the frame starts.
-pub fn frame_in_place(buf: &mut [u8]) -> usize {
-    let mut header = [0u8; MAX_HEADER_LEN];
-    let n = encode_header(
-        true,
-        OpCode::Text,
-        buf.len() - MAX_SERVER_HEADER,
-        &mut header,
-    );
-    let start = MAX_SERVER_HEADER - n;
-    buf[start..MAX_SERVER_HEADER].copy_from_slice(&header[..n]);
-    start
-}
-
-#[derive(Serialize)]
-pub struct Ack<'a> {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<&'a RawValue>,
-    pub topic: &'a str,
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seq: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replayed: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recovered: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_seq: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub already_subscribed: Option<bool>,
-    pub ts: &'a str,
-}
-
-impl<'a> Ack<'a> {
-    pub fn new(request_id: Option<&'a RawValue>, topic: &'a str, ts: &'a str) -> Ack<'a> {
-        Ack {
-            kind: "ack",
-            request_id,
-            topic,
-            status: "ok",
-            seq: None,
-            replayed: None,
-            recovered: None,
-            first_seq: None,
-            already_subscribed: None,
-            ts,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'static str,
-    message: &'a str,
-}
-
-#[derive(Serialize)]
-struct ErrorMessage<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    topic: Option<&'a str>,
-    error: ErrorBody<'a>,
-    ts: &'a str,
-}
-
-pub fn error_frame(
-    request_id: Option<&RawValue>,
-    topic: Option<&str>,
-    code: ErrorCode,
-    message: &str,
-    ts: &str,
-) -> Vec<u8> {
-    text_frame(&ErrorMessage {
-        kind: "error",
-        request_id,
-        topic,
-        error: ErrorBody {
-            code: code.as_str(),
-            message,
-        },
-        ts,
-    })
-}
-
-#[derive(Serialize)]
-struct Pong<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a RawValue>,
-    ts: &'a str,
-}
-
-pub fn pong_frame(request_id: Option<&RawValue>, ts: &str) -> Vec<u8> {
-    text_frame(&Pong {
-        kind: "pong",
-        request_id,
-        ts,
-    })
-}
-
-#[derive(Serialize)]
-struct Info<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    msg: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    topic: Option<&'a str>,
-    ts: &'a str,
-}
-
-pub fn info_frame(msg: &str, topic: Option<&str>, ts: &str) -> Vec<u8> {
-    text_frame(&Info {
-        kind: "info",
-        msg,
-        topic,
-        ts,
-    })
-}
-
-#[derive(Serialize)]
-struct EventMessage<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    topic: &'a str,
-    message: EventBody<'a>,
-    seq: u64,
-    ts: &'a str,
-}
-
-#[derive(Serialize)]
-struct EventBody<'a> {
-    id: &'a str,
-    payload: &'a RawValue,
-}
-
-/// An `event` as a complete text frame, built once per publish and shared by every subscriber.
-pub fn event_frame(topic: &str, id: &str, payload: &RawValue, seq: u64, ts: &str) -> Vec<u8> {
-    text_frame(&EventMessage {
-        kind: "event",
-        topic,
-        message: EventBody { id, payload },
-        seq,
-        ts,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,36 +346,5 @@ mod tests {
         assert!(
             matches!(m.message, ClientMessage::Unsubscribe { ref topic, .. } if topic == "orders")
         );
-    }
-
-    #[test]
-    fn event_frames_carry_the_payload_verbatim() {
-        let payload: &RawValue = serde_json::from_str(r#"{ "b" : 1.50 }"#).unwrap();
-        let frame = event_frame(
-            "orders",
-            "550e8400-e29b-41d4-a716-446655440000",
-            payload,
-            3,
-            "2025-01-01T00:00:00.000Z",
-        );
-        let h = crate::ws::frame::decode_header(&frame, crate::ws::frame::Role::Client)
-            .unwrap()
-            .unwrap();
-        assert_eq!((h.fin, h.opcode), (true, OpCode::Text));
-        let body = std::str::from_utf8(&frame[h.header_len..]).unwrap();
-        assert_eq!(h.payload_len as usize, body.len());
-        assert!(body.contains(r#""payload":{ "b" : 1.50 }"#), "{body}");
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["seq"], 3);
-        assert_eq!(v["type"], "event");
-    }
-
-    #[test]
-    fn long_frames_get_extended_headers() {
-        let big = "x".repeat(70_000);
-        let frame = info_frame(&big, None, "t");
-        assert_eq!(&frame[..2], &[0x81, 127]);
-        let len = u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize;
-        assert_eq!(len, frame.len() - 10);
     }
 }

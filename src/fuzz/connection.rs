@@ -1,0 +1,205 @@
+//! The `connection` target: a whole connection driven through the engine with no socket.
+
+use std::time::{Duration, Instant};
+
+use super::{chunks, AnyMessage};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::ws::frame::{apply_mask, decode_header, OpCode, Role};
+
+/// Checks the bytes a connection wrote: HTTP responses, then (after a 101) server frames whose
+/// text is JSON, with nothing after a close frame.
+struct OutputChecker {
+    buf: Vec<u8>,
+    websocket: bool,
+    closed: bool,
+}
+
+impl OutputChecker {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        loop {
+            if self.buf.is_empty() {
+                return;
+            }
+            assert!(
+                !self.closed,
+                "bytes after the close frame or a closing response"
+            );
+            if self.websocket {
+                let Some(h) =
+                    decode_header(&self.buf, Role::Client).expect("server frames are valid")
+                else {
+                    return;
+                };
+                let end = h.header_len + h.payload_len as usize;
+                if self.buf.len() < end {
+                    return;
+                }
+                assert!(h.fin, "the server never fragments");
+                let payload = &self.buf[h.header_len..end];
+                match h.opcode {
+                    OpCode::Text => {
+                        let m: AnyMessage =
+                            serde_json::from_slice(payload).expect("text frames are JSON objects");
+                        assert!(
+                            matches!(m.kind.as_str(), "ack" | "event" | "error" | "pong" | "info"),
+                            "{}",
+                            m.kind
+                        );
+                    }
+                    OpCode::Close => {
+                        assert!(payload.len() >= 2 || payload.is_empty());
+                        self.closed = true;
+                    }
+                    _ => {}
+                }
+                self.buf.drain(..end);
+            } else {
+                let mut headers = [httparse::EMPTY_HEADER; 16];
+                let mut resp = httparse::Response::new(&mut headers);
+                let head = match resp.parse(&self.buf).expect("responses are valid HTTP") {
+                    httparse::Status::Complete(n) => n,
+                    httparse::Status::Partial => return,
+                };
+                let code = resp.code.expect("status");
+                let length: usize = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |h| {
+                        std::str::from_utf8(h.value)
+                            .expect("ascii")
+                            .parse()
+                            .expect("number")
+                    });
+                let closing = resp
+                    .headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case("connection") && h.value == b"close");
+                if self.buf.len() < head + length {
+                    return;
+                }
+                if length > 0 {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(&self.buf[head..head + length])
+                        .expect("bodies are JSON");
+                }
+                self.buf.drain(..head + length);
+                self.websocket = code == 101;
+                self.closed = closing;
+            }
+        }
+    }
+}
+
+/// A small server configuration so limits are reached quickly.
+pub fn connection_config() -> Config {
+    Config {
+        max_topics: 4,
+        max_subscribers_per_topic: 4,
+        topic_history_size: 8,
+        subscriber_queue_size: 8,
+        max_queue_bytes: 16 * 1024,
+        max_body_bytes: 4096,
+        max_header_bytes: 2048,
+        max_message_bytes: 4096,
+        ..Config::default()
+    }
+}
+
+const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// A client text frame (masked, as clients must send).
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    let mask = [1, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    let start = frame.len();
+    frame.extend_from_slice(payload);
+    apply_mask(&mut frame[start..], mask, 0);
+    frame
+}
+
+pub fn connection(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let sizes_len = ((flags >> 1) as usize % 8).min(rest.len());
+    let (sizes, input) = rest.split_at(sizes_len);
+    let config = connection_config();
+    let start = Instant::now();
+    let mut engine: Engine<()> = Engine::new(config.clone(), start);
+    let mut checker = OutputChecker {
+        buf: Vec::new(),
+        websocket: false,
+        closed: false,
+    };
+    crate::log::set_level(crate::log::Level::Error);
+    // Another client has created "orders" and subscribed to it, so publishes fan out.
+    let other = engine.open((), std::net::IpAddr::from([127, 0, 0, 2]), start);
+    let mut setup =
+        b"POST /topics HTTP/1.1\r\nContent-Length: 17\r\n\r\n{\"name\":\"orders\"}".to_vec();
+    setup.extend_from_slice(UPGRADE);
+    setup.extend(masked_text(
+        br#"{"type":"subscribe","topic":"orders","client_id":"other"}"#,
+    ));
+    engine.receive(other, &mut setup, start);
+    assert_eq!(
+        engine.broker().subscription_count(),
+        1,
+        "the setup subscribed"
+    );
+    let key = engine.open((), std::net::IpAddr::from([127, 0, 0, 1]), start);
+    let mut feed: Vec<u8> = Vec::new();
+    if flags & 1 == 1 {
+        feed.extend_from_slice(UPGRADE);
+    }
+    feed.extend_from_slice(input);
+    let bound = config.max_header_bytes
+        + config.max_body_bytes
+        + config.max_message_bytes
+        + crate::engine::HTTP_OUTQ_PAUSE_BYTES
+        + config.max_queue_bytes
+        + 64 * 1024;
+    let mut now = start;
+    for chunk in chunks(&feed, sizes) {
+        now += Duration::from_millis(50);
+        if engine.conn(key).is_none() {
+            break;
+        }
+        if engine.wants_read(key) {
+            engine.receive(key, &mut chunk.to_vec(), now);
+        }
+        engine.tick(now);
+        for k in engine.take_dirty() {
+            let Some(conn) = engine.conn_mut(k) else {
+                continue;
+            };
+            let mut out = Vec::new();
+            conn.outq
+                .write_to(&mut out, &mut crate::stats::Histogram::default())
+                .expect("a Vec takes everything");
+            if k == key {
+                checker.feed(&out);
+            }
+            let _ = engine.after_flush(k, now);
+        }
+        if let Some(conn) = engine.conn(key) {
+            assert!(
+                conn.footprint() <= bound,
+                "connection holds {} bytes",
+                conn.footprint()
+            );
+        }
+        for k in engine.take_doomed() {
+            engine.remove(k);
+        }
+        engine
+            .broker()
+            .check_invariants()
+            .expect("broker indexes agree");
+    }
+    engine.begin_shutdown(now);
+    let stats = engine.stats();
+    assert!(stats.messages.delivered <= stats.messages.published * 4);
+}
