@@ -76,10 +76,6 @@ pub struct Conn<S> {
 }
 
 impl<S> Conn<S> {
-    pub fn is_websocket(&self) -> bool {
-        matches!(self.phase, Phase::WebSocket(_))
-    }
-
     /// Memory this connection holds for itself beyond its fixed size (buffers and queues).
     pub fn footprint(&self) -> usize {
         let session = match &self.phase {
@@ -178,14 +174,6 @@ impl<S> Engine<S> {
     /// A connection and the statistics at once, for the flush that updates both.
     pub fn conn_and_stats(&mut self, key: usize) -> (Option<&mut Conn<S>>, &mut Stats) {
         (self.conns.get_mut(key), &mut self.stats)
-    }
-
-    pub fn conns(&self) -> impl Iterator<Item = (usize, &Conn<S>)> {
-        self.conns.iter()
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down
     }
 
     /// Takes a new connection; returns its slab key (also its poll token). Past

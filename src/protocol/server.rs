@@ -8,7 +8,12 @@ use crate::ws::frame::{encode_header, OpCode, MAX_HEADER_LEN};
 
 /// Serialises `value` as JSON straight into a text frame, header included.
 pub fn text_frame(value: &impl Serialize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(160);
+    text_frame_sized(value, 160)
+}
+
+/// `text_frame` with room for `capacity` bytes from the start, so it is built in one allocation.
+fn text_frame_sized(value: &impl Serialize, capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(capacity);
     buf.resize(MAX_SERVER_HEADER, 0);
     // Serialising our own message structs into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut buf, value);
@@ -164,13 +169,19 @@ struct EventBody<'a> {
 
 /// An `event` as a complete text frame, built once per publish and shared by every subscriber.
 pub fn event_frame(topic: &str, id: &str, payload: &RawValue, seq: u64, ts: &str) -> Vec<u8> {
-    text_frame(&EventMessage {
-        kind: "event",
-        topic,
-        message: EventBody { id, payload },
-        seq,
-        ts,
-    })
+    // The fixed keys, the seq and the timestamp take under 128 bytes; strings may grow by escaping.
+    let capacity =
+        MAX_SERVER_HEADER + 128 + topic.len() + id.len() + payload.get().len() + ts.len();
+    text_frame_sized(
+        &EventMessage {
+            kind: "event",
+            topic,
+            message: EventBody { id, payload },
+            seq,
+            ts,
+        },
+        capacity,
+    )
 }
 
 #[cfg(test)]
