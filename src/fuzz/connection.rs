@@ -80,9 +80,29 @@ impl OutputChecker {
                 if self.buf.len() < head + length {
                     return;
                 }
+                let content_type = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+                    .map(|h| h.value);
                 if length > 0 {
-                    serde_json::from_slice::<serde::de::IgnoredAny>(&self.buf[head..head + length])
-                        .expect("bodies are JSON");
+                    let body = &self.buf[head..head + length];
+                    match content_type.expect("a body has a Content-Type") {
+                        b"application/json" => {
+                            serde_json::from_slice::<serde::de::IgnoredAny>(body)
+                                .expect("JSON bodies are JSON");
+                        }
+                        // The web console at `GET /` and the metrics at `GET /metrics`.
+                        b"text/html; charset=utf-8" => {
+                            assert!(body.starts_with(b"<!doctype html>"))
+                        }
+                        t if t.starts_with(b"text/plain; version=0.0.4") => {
+                            assert!(body.starts_with(b"# HELP"))
+                        }
+                        other => {
+                            panic!("unexpected Content-Type {}", String::from_utf8_lossy(other))
+                        }
+                    }
                 }
                 self.buf.drain(..head + length);
                 self.websocket = code == 101;
