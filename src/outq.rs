@@ -54,9 +54,11 @@ pub struct Flushed {
 pub struct OutQueue {
     entries: VecDeque<Entry>,
     /// Bytes of the front entry already written.
-    front_written: usize,
-    counted_frames: usize,
-    counted_bytes: usize,
+    // u32: one frame, and the bounded part of a queue, are far below 4 GiB; this keeps an idle
+    // connection's queue header small.
+    front_written: u32,
+    counted_frames: u32,
+    counted_bytes: u32,
     bytes: usize,
 }
 
@@ -67,15 +69,15 @@ impl OutQueue {
 
     /// Bytes not yet written.
     pub fn bytes(&self) -> usize {
-        self.bytes - self.front_written
+        self.bytes - self.front_written as usize
     }
 
     pub fn counted_frames(&self) -> usize {
-        self.counted_frames
+        self.counted_frames as usize
     }
 
     pub fn counted_bytes(&self) -> usize {
-        self.counted_bytes
+        self.counted_bytes as usize
     }
 
     pub fn len(&self) -> usize {
@@ -109,7 +111,7 @@ impl OutQueue {
         }
         if bound == Bound::Counted {
             self.counted_frames += 1;
-            self.counted_bytes += len;
+            self.counted_bytes = self.counted_bytes.saturating_add(len as u32);
         }
         self.bytes += len;
         self.entries.push_back(Entry { chunk, bound });
@@ -130,7 +132,7 @@ impl OutQueue {
         self.bytes -= len;
         if e.bound == Bound::Counted {
             self.counted_frames -= 1;
-            self.counted_bytes -= len;
+            self.counted_bytes = self.counted_bytes.saturating_sub(len as u32);
         }
     }
 
@@ -150,7 +152,7 @@ impl OutQueue {
                 for (i, e) in self.entries.iter().take(MAX_IOVECS).enumerate() {
                     let bytes = e.chunk.bytes();
                     slices[i] = IoSlice::new(if i == 0 {
-                        &bytes[self.front_written..]
+                        &bytes[self.front_written as usize..]
                     } else {
                         bytes
                     });
@@ -186,9 +188,9 @@ impl OutQueue {
             let Some(front) = self.entries.front() else {
                 break;
             };
-            let left = front.chunk.bytes().len() - self.front_written;
+            let left = front.chunk.bytes().len() - self.front_written as usize;
             if n < left {
-                self.front_written += n;
+                self.front_written += n as u32;
                 break;
             }
             n -= left;

@@ -80,6 +80,8 @@ pub struct Fleet {
     seq_counter: u64,
     payload_pad: usize,
     server: SocketAddr,
+    /// Connections come from 127.<source>.0.2-9.
+    pub source: u8,
 }
 
 /// A publish message as a masked client frame; `t` is the send time in ns since `start`.
@@ -152,6 +154,7 @@ impl Fleet {
             seq_counter: 0,
             payload_pad,
             server,
+            source: 0,
         })
     }
 
@@ -173,7 +176,7 @@ impl Fleet {
                     std::mem::size_of::<libc::c_int>() as libc::socklen_t,
                 );
             }
-            let source = SocketAddr::from(([127, 0, 0, 2 + (i % 8) as u8], 0));
+            let source = SocketAddr::from(([127, self.source, 0, 2 + (i % 8) as u8], 0));
             socket.bind(&source.into())?;
         }
         socket.set_nonblocking(true)?;

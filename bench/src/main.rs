@@ -32,6 +32,7 @@ options
   --window N          unacknowledged publishes per publisher (default 64)
   --rate N            latency: publishes per second (default 2000)
   --conns N           conns: connections (default 1000)
+  --workers N         conns: processes opening them (default 2, so the tool can use both cores)
   --duration SECS     measured time (default 5; a 1 s warm-up comes first)
   --json              print one JSON line instead of a table";
 
@@ -47,6 +48,9 @@ pub struct Opts {
     pub window: usize,
     pub rate: u64,
     pub conns: usize,
+    /// conns: load-generating processes; conns-worker: which one this is.
+    pub workers: usize,
+    pub worker: u8,
     pub duration: Duration,
     pub json: bool,
 }
@@ -66,6 +70,8 @@ fn parse_args() -> Result<Opts, String> {
         window: 64,
         rate: 2000,
         conns: 1000,
+        workers: 2,
+        worker: 1,
         duration: Duration::from_secs(5),
         json: false,
     };
@@ -91,6 +97,8 @@ fn parse_args() -> Result<Opts, String> {
             "--window" => o.window = num()?.max(1) as usize,
             "--rate" => o.rate = num()?.max(1),
             "--conns" => o.conns = num()? as usize,
+            "--workers" => o.workers = num()?.max(1) as usize,
+            "--worker" => o.worker = num()?.clamp(1, 250) as u8,
             "--duration" => {
                 o.duration = Duration::from_secs_f64(
                     value.parse().map_err(|_| format!("--duration: {value}"))?,
@@ -266,6 +274,10 @@ fn main() {
         "topics" => scenario::topics(&opts),
         "latency" => scenario::latency(&opts),
         "conns" => scenario::conns(&opts),
+        "conns-worker" => {
+            scenario::conns_worker(&opts);
+            return;
+        }
         "slow" => scenario::slow(&opts),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

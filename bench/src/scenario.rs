@@ -483,26 +483,21 @@ pub fn latency(opts: &Opts) -> Report {
 /// Connections in their handshake at once.
 const IN_FLIGHT: usize = 200;
 
-pub fn conns(opts: &Opts) -> Report {
-    let n = opts.conns;
-    let target = Target::pubsub(opts, &server_env(&[]));
-    let topics = 100;
-    for i in 0..topics {
-        target.create_topic(&format!("idle{i}"));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let pid = target.pid;
-    let rss_before = pid.map_or(0, measure::rss_bytes);
-    let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
+/// Opens `n` connections subscribed round-robin to `idle0`..`idle99`, at most `IN_FLIGHT` in
+/// their handshake at once. Returns the fleet and the seconds until every handshake and every
+/// subscription was done.
+fn open_idle(
+    addr: std::net::SocketAddr,
+    n: usize,
+    source: u8,
+    payload: usize,
+) -> (Fleet, f64, f64) {
+    let mut fleet = Fleet::new(addr, payload).expect("poll");
+    fleet.source = source;
     let start = Instant::now();
-    let (server_cpu0, tool_cpu0) = (
-        pid.map_or(Duration::ZERO, measure::process_cpu),
-        measure::own_cpu(),
-    );
     let deadline = start + Duration::from_secs(120);
     let mut added = 0;
     let mut open_at = None;
-    // At most 1,000 connections in their handshake at once.
     loop {
         // Counting is O(n): once per round, not per connection.
         let open = fleet.open_count();
@@ -525,34 +520,98 @@ pub fn conns(opts: &Opts) -> Report {
         );
         let in_flight = added - open.min(added);
         for _ in 0..(IN_FLIGHT.saturating_sub(in_flight)).min(n - added) {
-            let topic = format!("idle{}", added % topics);
+            let topic = format!("idle{}", added % IDLE_TOPICS);
             fleet.add(subscriber(&topic)).expect("connect");
             added += 1;
         }
         fleet.turn(Duration::from_millis(1)).expect("poll");
     }
-    let handshake_secs = open_at.unwrap_or_else(|| start.elapsed()).as_secs_f64();
-    let subscribed_secs = start.elapsed().as_secs_f64();
+    let handshakes = open_at.unwrap_or_else(|| start.elapsed()).as_secs_f64();
+    (fleet, handshakes, start.elapsed().as_secs_f64())
+}
+
+const IDLE_TOPICS: usize = 100;
+
+/// `conns-worker`: one share of the `conns` connections in its own process. Prints
+/// `ready <handshake secs> <subscribe secs>`, then holds the connections until stdin closes.
+pub fn conns_worker(opts: &Opts) {
+    let addr = opts.addr.expect("--addr");
+    let (_fleet, handshakes, subscribed) = open_idle(addr, opts.conns, opts.worker, opts.payload);
+    println!("ready {handshakes} {subscribed}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+}
+
+pub fn conns(opts: &Opts) -> Report {
+    let n = opts.conns;
+    let target = Target::pubsub(opts, &server_env(&[]));
+    for i in 0..IDLE_TOPICS {
+        target.create_topic(&format!("idle{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = target.pid;
+    let rss_before = pid.map_or(0, measure::rss_bytes);
+    let server_cpu0 = pid.map_or(Duration::ZERO, measure::process_cpu);
+    let workers = opts.workers.clamp(1, 8);
+    // Each worker is a process of its own (20,000 descriptors each), so the load generator can
+    // use both cores.
+    let exe = std::env::current_exe().expect("own path");
+    let mut children: Vec<std::process::Child> = (0..workers)
+        .map(|w| {
+            let share = n / workers + usize::from(w < n % workers);
+            std::process::Command::new(&exe)
+                .args([
+                    "conns-worker",
+                    "--addr",
+                    &target.addr.to_string(),
+                    "--conns",
+                    &share.to_string(),
+                ])
+                .args(["--worker", &(w + 1).to_string()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a worker")
+        })
+        .collect();
+    let mut handshakes: f64 = 0.0;
+    let mut subscribed: f64 = 0.0;
+    for c in &mut children {
+        let mut line = String::new();
+        let out = c.stdout.as_mut().expect("piped");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+            .expect("worker output");
+        let parts: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        assert_eq!(parts.len(), 2, "worker failed: {line:?}");
+        handshakes = handshakes.max(parts[0]);
+        subscribed = subscribed.max(parts[1]);
+    }
     let server_cpu = pid
         .map_or(Duration::ZERO, measure::process_cpu)
         .saturating_sub(server_cpu0);
-    let tool_cpu = measure::own_cpu().saturating_sub(tool_cpu0);
-    // Idle for a moment, then read the server's memory.
-    let idle_until = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < idle_until {
-        fleet.turn(Duration::from_millis(50)).expect("poll");
-    }
+    let tool_cpu: Duration = children.iter().map(|c| measure::process_cpu(c.id())).sum();
+    std::thread::sleep(Duration::from_secs(1));
     let rss_after = pid.map_or(0, measure::rss_bytes);
+    for mut c in children {
+        drop(c.stdin.take());
+        let _ = c.wait();
+    }
     let per_conn = (rss_after.saturating_sub(rss_before)) as f64 / n as f64;
     let rows = vec![
         ("connections", json!(n)),
+        ("tool_processes", json!(workers)),
         (
             "connect_handshake_per_sec",
-            json!((n as f64 / handshake_secs).round()),
+            json!((n as f64 / handshakes).round()),
         ),
         (
             "connect_handshake_subscribe_per_sec",
-            json!((n as f64 / subscribed_secs).round()),
+            json!((n as f64 / subscribed).round()),
         ),
         ("server_rss_before_bytes", json!(rss_before)),
         ("server_rss_after_bytes", json!(rss_after)),

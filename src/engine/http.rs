@@ -207,7 +207,8 @@ impl<S> Engine<S> {
             session: Session::new(max_message),
             echo,
             close_sent: false,
-            bucket: (self.config.publish_rate_limit > 0).then(|| TokenBucket::new(burst, now)),
+            bucket: (self.config.publish_rate_limit > 0)
+                .then(|| Box::new(TokenBucket::new(burst, now))),
         }));
         crate::log!(Level::Debug, "websocket_opened", "conn" => c.id, "echo" => echo);
     }

@@ -45,8 +45,9 @@ pub struct WsState {
     echo: bool,
     /// The server's close frame is queued: nothing else is sent, the peer's close is awaited.
     close_sent: bool,
-    /// The publish rate limiter, when `PUBLISH_RATE_LIMIT` is set.
-    bucket: Option<TokenBucket>,
+    /// The publish rate limiter, when `PUBLISH_RATE_LIMIT` is set (boxed: most servers run
+    /// without one, and every idle WebSocket would pay for its room).
+    bucket: Option<Box<TokenBucket>>,
 }
 
 #[derive(Debug)]
