@@ -362,7 +362,7 @@ impl<S> Engine<S> {
             .broker
             .delete_topic(name)
             .map_err(|e: BrokerError| Response::error(&e))?;
-        let ts = crate::time::rfc3339(crate::time::unix_millis());
+        let ts = crate::time::Timestamp::now();
         let notice = crate::protocol::info_frame("topic_deleted", Some(name), &ts);
         for id in &former {
             if let Some(key) = self.live_ws(*id) {

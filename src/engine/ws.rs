@@ -117,7 +117,7 @@ impl<S> Engine<S> {
             }
             Event::Text(text) => self.on_message(key, &text, now),
             Event::Binary(_) => {
-                let ts = crate::time::rfc3339(crate::time::unix_millis());
+                let ts = crate::time::Timestamp::now();
                 let e = MessageError::Binary;
                 self.reply(
                     key,
@@ -135,7 +135,7 @@ impl<S> Engine<S> {
     }
 
     fn on_message(&mut self, key: usize, text: &[u8], now: Instant) {
-        let ts = crate::time::rfc3339(crate::time::unix_millis());
+        let ts = crate::time::Timestamp::now();
         let incoming = match protocol::parse(text) {
             Ok(m) => m,
             Err(e) => {
@@ -302,7 +302,7 @@ impl<S> Engine<S> {
         }
         let (frames, bytes) = (c.outq.counted_frames(), c.outq.counted_bytes());
         c.outq.drop_unstarted();
-        let ts = crate::time::rfc3339(crate::time::unix_millis());
+        let ts = crate::time::Timestamp::now();
         let message = format!(
             "outbound queue exceeded ({frames} frames, {bytes} bytes; limits {} frames, {} bytes)",
             self.config.subscriber_queue_size, self.config.max_queue_bytes
