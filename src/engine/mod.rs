@@ -108,6 +108,8 @@ pub struct Engine<S> {
     slow: Vec<ConnId>,
     /// Reused for each publish's subscriber list.
     fanout: Vec<ConnId>,
+    /// Reused to serialise each publish's event frame.
+    event_buf: Vec<u8>,
     /// Open connections per peer address, kept only when `MAX_CONNECTIONS_PER_IP` is set.
     per_ip: HashMap<IpAddr, u32>,
     started: Instant,
@@ -138,6 +140,7 @@ impl<S> Engine<S> {
             doomed: Vec::new(),
             slow: Vec::new(),
             fanout: Vec::new(),
+            event_buf: Vec::new(),
             per_ip: HashMap::new(),
             started: now,
             shutting_down: false,

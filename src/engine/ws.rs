@@ -19,6 +19,10 @@ use crate::ws::{CloseCode, Event, WsError};
 /// from the event queue bound, which would cut the conformance suite's 16 MiB messages).
 pub const ECHO_OUTQ_PAUSE_BYTES: usize = 32 << 20;
 
+/// The event serialisation buffer is kept between publishes up to this size (bigger messages
+/// get a buffer of their own each time, so one large publish does not pin its memory).
+const EVENT_BUF_KEEP: usize = 64 * 1024 + 1024;
+
 impl<S> Engine<S> {
     pub(super) fn consume_ws(&mut self, key: usize, buf: &mut [u8], now: Instant) -> Consumed {
         let mut pos = 0;
@@ -238,9 +242,16 @@ impl<S> Engine<S> {
         ts: &str,
         now: Instant,
     ) -> Result<u64, BrokerError> {
+        // Serialised into a buffer the engine keeps, then copied once into the shared frame.
+        let mut buf = std::mem::take(&mut self.event_buf);
         let published = self.broker.publish(topic, |seq| {
-            Rc::from(protocol::event_frame(topic, id, payload, seq, ts))
-        })?;
+            let start = protocol::event_frame_into(&mut buf, topic, id, payload, seq, ts);
+            Rc::from(&buf[start..])
+        });
+        if buf.capacity() <= EVENT_BUF_KEEP {
+            self.event_buf = buf;
+        }
+        let published = published?;
         let seq = published.seq;
         let frame = published.frame;
         let mut targets = std::mem::take(&mut self.fanout);

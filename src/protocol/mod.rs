@@ -15,8 +15,8 @@ use crate::error::ErrorCode;
 
 mod server;
 pub use server::{
-    error_frame, event_frame, frame_in_place, info_frame, pong_frame, text_frame, Ack,
-    MAX_SERVER_HEADER,
+    error_frame, event_frame, event_frame_into, frame_in_place, info_frame, pong_frame, text_frame,
+    Ack, MAX_SERVER_HEADER,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -169,19 +169,36 @@ struct EventBody<'a> {
 
 /// An `event` as a complete text frame, built once per publish and shared by every subscriber.
 pub fn event_frame(topic: &str, id: &str, payload: &RawValue, seq: u64, ts: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let start = event_frame_into(&mut buf, topic, id, payload, seq, ts);
+    buf.drain(..start);
+    buf
+}
+
+/// The event frame written into `buf` (cleared first, so a reused buffer allocates nothing);
+/// returns where the frame starts in it.
+pub fn event_frame_into(
+    buf: &mut Vec<u8>,
+    topic: &str,
+    id: &str,
+    payload: &RawValue,
+    seq: u64,
+    ts: &str,
+) -> usize {
+    buf.clear();
     // The fixed keys, the seq and the timestamp take under 128 bytes; strings may grow by escaping.
-    let capacity =
-        MAX_SERVER_HEADER + 128 + topic.len() + id.len() + payload.get().len() + ts.len();
-    text_frame_sized(
-        &EventMessage {
-            kind: "event",
-            topic,
-            message: EventBody { id, payload },
-            seq,
-            ts,
-        },
-        capacity,
-    )
+    buf.reserve(MAX_SERVER_HEADER + 128 + topic.len() + id.len() + payload.get().len() + ts.len());
+    buf.resize(MAX_SERVER_HEADER, 0);
+    let event = EventMessage {
+        kind: "event",
+        topic,
+        message: EventBody { id, payload },
+        seq,
+        ts,
+    };
+    // Serialising our own message structs into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, &event);
+    frame_in_place(buf)
 }
 
 #[cfg(test)]
