@@ -546,3 +546,72 @@ fn abrupt_disconnects_leave_counts_at_zero() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
+    let server = Server::start_with(&[("MAX_QUEUE_BYTES", "65536")]);
+    server.create_topic("paced");
+    // A tiny receive window, so unread acks back up into the server's queue quickly.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut publisher: std::net::TcpStream = socket.into();
+    publisher.set_read_timeout(Some(TIMEOUT)).unwrap();
+    publisher.write_all(UPGRADE.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut publisher).status, 101);
+    // About 6 MB of acks: more than the kernel's buffers hold for a peer that does not read.
+    let total: u64 = 50_000;
+    let frames: Vec<u8> = (0..total)
+        .flat_map(|i| {
+            client_frame(
+                true,
+                1,
+                publish_msg("paced", json!(i)).to_string().as_bytes(),
+            )
+        })
+        .collect();
+    let mut writer_socket = publisher.try_clone().unwrap();
+    let writer = std::thread::spawn(move || writer_socket.write_all(&frames).is_ok());
+    // The server stops reading the publisher: its publish count stands still, below the total,
+    // and nobody is cut.
+    std::thread::sleep(Duration::from_millis(1500));
+    let first = server.get("/stats");
+    std::thread::sleep(Duration::from_millis(500));
+    let second = server.get("/stats");
+    let published = first["topics"]["paced"]["messages"].as_u64().unwrap();
+    assert!(published < total, "{first}");
+    assert_eq!(
+        second["topics"]["paced"]["messages"], published,
+        "still reading: {second}"
+    );
+    assert_eq!(second["slow_consumer_disconnects"], 0, "{second}");
+    // Once the publisher reads, everything goes through: every publish acknowledged, in order.
+    socket2::SockRef::from(&publisher)
+        .set_recv_buffer_size(1 << 20)
+        .unwrap();
+    let mut acks = 0;
+    let mut pending = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while acks < total {
+        let n = publisher.read(&mut buf).expect("acks keep coming");
+        assert!(n > 0, "the publisher was disconnected");
+        pending.extend_from_slice(&buf[..n]);
+        let mut pos = 0;
+        // Acks are short: one-byte lengths only.
+        while pending.len() >= pos + 2
+            && pending.len() >= pos + 2 + (pending[pos + 1] & 0x7f) as usize
+        {
+            let len = (pending[pos + 1] & 0x7f) as usize;
+            let ack: Value = serde_json::from_slice(&pending[pos + 2..pos + 2 + len]).unwrap();
+            acks += 1;
+            assert_eq!(
+                (ack["type"].as_str(), ack["seq"].as_u64()),
+                (Some("ack"), Some(acks))
+            );
+            pos += 2 + len;
+        }
+        pending.drain(..pos);
+    }
+    assert!(writer.join().unwrap());
+    assert_eq!(server.get("/stats")["topics"]["paced"]["messages"], total);
+}
