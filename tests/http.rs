@@ -291,3 +291,18 @@ fn invalid_configuration_exits_2_naming_the_variable() {
         assert!(text.contains(var) && text.contains(range), "{text}");
     }
 }
+
+#[test]
+fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    let server = Server::start_with(&[("IDLE_TIMEOUT_SECS", "1")]);
+    let mut s = server.connect();
+    s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).status, 200);
+    let started = Instant::now();
+    assert!(read_to_close(&mut s).is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
