@@ -15,23 +15,22 @@ pub fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
-// SAFETY: every method forwards to `System` with exactly the arguments it was given, so it
-// upholds `GlobalAlloc`'s contract whenever `System` does; counting has no effect on memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+// Every method forwards to `System` with exactly the arguments it was given, so it upholds
+// `GlobalAlloc`'s contract whenever `System` does; counting has no effect on memory. (Kept
+// unformatted so each `unsafe` line carries its SAFETY note.)
+#[rustfmt::skip]
+unsafe impl GlobalAlloc for Counting { // SAFETY: forwards to System, see above
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 { // SAFETY: caller's contract, forwarded
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same layout the caller gave us, as `GlobalAlloc::alloc` requires.
-        unsafe { System.alloc(layout) }
+        unsafe { System.alloc(layout) } // SAFETY: the caller's layout, unchanged
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `alloc`/`realloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) { // SAFETY: caller's contract, forwarded
+        unsafe { System.dealloc(ptr, layout) } // SAFETY: `ptr` came from alloc/realloc with `layout`
     }
 
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 { // SAFETY: forwarded
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged; `ptr` and `layout` are the caller's, as required.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { System.realloc(ptr, layout, new_size) } // SAFETY: the caller's arguments, unchanged
     }
 }

@@ -15,11 +15,9 @@ extern "C" fn on_signal(_signum: libc::c_int) {
     let fd = WAKE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
         let byte = 1u8;
-        // SAFETY: write(2) is async-signal-safe; the buffer is a valid one-byte local. A full
-        // pipe (EAGAIN) means a wake-up is already pending, so the result can be ignored.
-        unsafe {
-            libc::write(fd, (&byte as *const u8).cast(), 1);
-        }
+        // write(2) is async-signal-safe and the buffer is a valid one-byte local. A full pipe
+        // (EAGAIN) means a wake-up is already pending, so the result can be ignored.
+        let _ = unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) }; // SAFETY: see above
     }
 }
 
@@ -35,15 +33,14 @@ impl Signals {
         let (sender, receiver) = pipe::new()?;
         WAKE_FD.store(sender.as_raw_fd(), Ordering::Relaxed);
         for signum in [libc::SIGTERM, libc::SIGINT] {
-            // SAFETY: a zeroed sigaction is a valid starting value; the handler only touches an
-            // atomic and calls write(2), both async-signal-safe.
-            let rc = unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-                action.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
-                libc::sigaction(signum, &action, std::ptr::null_mut())
-            };
+            // sigaction is a plain C struct for which all zeroes is a valid value; the mask and
+            // the action passed below are ours and valid; the handler only touches an atomic and
+            // calls write(2), both async-signal-safe.
+            let mut action: libc::sigaction = unsafe { std::mem::zeroed() }; // SAFETY: see above
+            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
+            unsafe { libc::sigemptyset(&mut action.sa_mask) }; // SAFETY: see above
+            let rc = unsafe { libc::sigaction(signum, &action, std::ptr::null_mut()) }; // SAFETY: see above
             if rc != 0 {
                 return Err(io::Error::last_os_error());
             }

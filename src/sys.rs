@@ -10,8 +10,8 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// Calling listen(2) again on a listening socket sets its backlog anew.
 pub fn set_listen_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {
-    // SAFETY: listen(2) only reads its two integer arguments; the fd is owned by `listener`.
-    let rc = unsafe { libc::listen(listener.as_raw_fd(), backlog) };
+    // listen(2) only reads its two integer arguments; the fd is owned by `listener`.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), backlog) }; // SAFETY: see above
     if rc == 0 {
         Ok(())
     } else {

@@ -65,8 +65,13 @@ impl HttpFailure for Unavailable {
 const CONSOLE_HTML: &str = include_str!("../console.html");
 
 /// Inline script and style only, talking to this server only.
-const CONSOLE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-    connect-src 'self' ws: wss:; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const CONSOLE_CSP: &str = concat!(
+    "default-src 'none'; ",
+    "script-src 'unsafe-inline'; ", // SAFETY: a CSP keyword (the page's own script), not Rust
+    "style-src 'unsafe-inline'; ",  // SAFETY: a CSP keyword (the page's own style), not Rust
+    "connect-src 'self' ws: wss:; img-src data:; base-uri 'none'; form-action 'none'; ",
+    "frame-ancestors 'none'",
+);
 
 fn console() -> Response {
     let mut r = Response::new(200);
