@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use pubsub::ws::frame::{apply_mask, decode_header, OpCode, Role};
+use pubsub::ws::frame::{decode_header, encode_client_frame, OpCode, Role};
 
 use crate::measure::Latency;
 
@@ -93,28 +93,9 @@ fn publish_frame(out: &mut Vec<u8>, topic: &str, counter: u64, t: u64, pad: usiz
     client_frame(out, OpCode::Text, json.as_bytes());
 }
 
+/// A masked client frame, with the server crate's own encoder.
 pub fn client_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
-    let op = match opcode {
-        OpCode::Text => 0x1,
-        OpCode::Pong => 0xA,
-        OpCode::Close => 0x8,
-        _ => 0x2,
-    };
-    out.push(0x80 | op);
-    let n = payload.len();
-    if n < 126 {
-        out.push(0x80 | n as u8);
-    } else if n < 65536 {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(n as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&MASK);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], MASK, 0);
+    encode_client_frame(out, opcode, payload, MASK);
 }
 
 /// Parses the digits ending just before `end` (walking backwards).

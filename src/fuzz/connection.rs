@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::{chunks, AnyMessage};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::ws::frame::{apply_mask, decode_header, OpCode, Role};
+use crate::ws::frame::{decode_header, encode_client_frame, OpCode, Role};
 
 /// Checks the bytes a connection wrote: HTTP responses, then (after a 101) server frames whose
 /// text is JSON, with nothing after a close frame.
@@ -131,12 +131,8 @@ const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: U
 
 /// A client text frame (masked, as clients must send).
 fn masked_text(payload: &[u8]) -> Vec<u8> {
-    let mask = [1, 2, 3, 4];
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    let start = frame.len();
-    frame.extend_from_slice(payload);
-    apply_mask(&mut frame[start..], mask, 0);
+    let mut frame = Vec::new();
+    encode_client_frame(&mut frame, OpCode::Text, payload, [1, 2, 3, 4]);
     frame
 }
 

@@ -206,6 +206,19 @@ pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Appends a complete masked frame, as a client sends it, to `out`. The server never writes one;
+/// the load generator and the fuzz targets drive the server with it.
+pub fn encode_client_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(true, opcode, payload.len(), &mut header);
+    header[1] |= 0x80;
+    out.extend_from_slice(&header[..n]);
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask, 0);
+}
+
 /// A close frame with a status code and a reason (truncated to fit a control frame).
 pub fn encode_close(code: u16, reason: &str) -> Vec<u8> {
     let mut payload = Vec::with_capacity(2 + reason.len());
@@ -344,6 +357,23 @@ mod tests {
             apply_mask(a, mask, 0);
             apply_mask(b, mask, split);
             assert_eq!(buf, expected, "{split}");
+        }
+    }
+
+    #[test]
+    fn client_frames_decode_as_the_server_reads_them() {
+        for len in [0, 5, 125, 126, 65535, 65536] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut out = vec![0xAA];
+            encode_client_frame(&mut out, OpCode::Binary, &payload, [9, 8, 7, 6]);
+            let h = decode_header(&out[1..], Role::Server).unwrap().unwrap();
+            assert_eq!(
+                (h.fin, h.opcode, h.payload_len),
+                (true, OpCode::Binary, len as u64)
+            );
+            let body = &mut out[1 + h.header_len..];
+            apply_mask(body, h.mask.unwrap(), 0);
+            assert_eq!(body, &payload[..], "{len}");
         }
     }
 
