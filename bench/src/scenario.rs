@@ -69,17 +69,6 @@ struct Run {
     allocations: Option<u64>,
 }
 
-fn received(fleet: &Fleet) -> u64 {
-    fleet
-        .clients
-        .iter()
-        .map(|c| match &c.kind {
-            Kind::Subscriber { sub, .. } => sub.received,
-            _ => 0,
-        })
-        .sum()
-}
-
 /// Connects everything, waits for every subscription, warms up for a second, measures for
 /// `duration`, then lets deliveries drain and counts what was lost.
 fn drive(
@@ -156,7 +145,7 @@ fn drive_watching(
         if !measuring && now >= warm {
             measuring = true;
             fleet.latency = Latency::new();
-            d0 = received(fleet);
+            d0 = fleet.received;
             p0 = fleet.published;
             s0 = pid.map_or(Duration::ZERO, measure::process_cpu);
             t0 = measure::own_cpu();
@@ -180,7 +169,7 @@ fn drive_watching(
             Pace::Window { window, lag } => {
                 for &p in publishers {
                     while fleet.unacked(p) < window
-                        && expected_deliveries.saturating_sub(received(fleet)) < lag * subscribers
+                        && expected_deliveries.saturating_sub(fleet.received) < lag * subscribers
                     {
                         let topic = topic_of(fleet, p);
                         *per_topic.entry(topic.clone()).or_default() += 1;
@@ -208,7 +197,7 @@ fn drive_watching(
         };
         fleet.turn(timeout).expect("poll");
     }
-    let delivered = received(fleet) - d0;
+    let delivered = fleet.received - d0;
     let published = fleet.published - p0;
     let elapsed = w0.elapsed();
     let server_cpu = pid
@@ -221,7 +210,7 @@ fn drive_watching(
     let latency = std::mem::replace(&mut fleet.latency, Latency::new());
     // Let everything in flight arrive.
     let drain_until = Instant::now() + Duration::from_secs(5);
-    while received(fleet) < expected_deliveries && Instant::now() < drain_until {
+    while fleet.received < expected_deliveries && Instant::now() < drain_until {
         fleet.turn(Duration::from_millis(5)).expect("poll");
     }
     let (mut lost, mut duplicates, mut out_of_order, mut cut) = (0, 0, 0, 0);
