@@ -69,10 +69,19 @@ pub struct Client {
     writable: bool,
 }
 
+/// One poll event, copied out so the handlers can borrow the fleet.
+struct Ready {
+    token: usize,
+    readable: bool,
+    read_closed: bool,
+    writable: bool,
+}
+
 pub struct Fleet {
     pub poll: Poll,
     pub clients: Vec<Client>,
     events: Events,
+    ready: Vec<Ready>,
     scratch: Vec<u8>,
     pub start: Instant,
     pub latency: Latency,
@@ -131,6 +140,7 @@ impl Fleet {
             poll: Poll::new()?,
             clients: Vec::new(),
             events: Events::with_capacity(4096),
+            ready: Vec::new(),
             scratch: vec![0; 256 * 1024],
             start: Instant::now(),
             latency: Latency::new(),
@@ -259,25 +269,23 @@ impl Fleet {
     /// One poll round (at most `timeout`), handling everything that is ready.
     pub fn turn(&mut self, timeout: Duration) -> io::Result<()> {
         self.poll.poll(&mut self.events, Some(timeout))?;
-        let ready: Vec<(usize, bool, bool)> = self
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.token().0,
-                    e.is_readable() || e.is_read_closed(),
-                    e.is_writable(),
-                )
-            })
-            .collect();
-        for (i, readable, writable) in ready {
-            if writable {
-                self.on_writable(i);
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        ready.extend(self.events.iter().map(|e| Ready {
+            token: e.token().0,
+            readable: e.is_readable() || e.is_read_closed(),
+            read_closed: e.is_read_closed(),
+            writable: e.is_writable(),
+        }));
+        for r in &ready {
+            if r.writable {
+                self.on_writable(r.token);
             }
-            if readable {
-                self.on_readable(i);
+            if r.readable {
+                self.on_readable(r.token, r.read_closed);
             }
         }
+        self.ready = ready;
         self.flush_all();
         Ok(())
     }
@@ -299,7 +307,10 @@ impl Fleet {
         flush(c);
     }
 
-    fn on_readable(&mut self, i: usize) {
+    /// Reads what has arrived. A read shorter than the buffer emptied the socket, and the
+    /// edge-triggered poll reports any later data, so it ends there (one `recv` per delivery
+    /// instead of two) unless the peer closed: then it reads on to the end of the stream.
+    fn on_readable(&mut self, i: usize, to_end: bool) {
         loop {
             let c = &mut self.clients[i];
             if c.phase == Phase::Closed {
@@ -326,6 +337,9 @@ impl Fleet {
                     let used = self.process(i, &data);
                     data.drain(..used);
                     self.clients[i].inbuf = data;
+                    if n < self.scratch.len() && !to_end {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -398,7 +412,7 @@ impl Fleet {
         if let Kind::Stalled { reading, .. } = &mut self.clients[i].kind {
             *reading = true;
         }
-        self.on_readable(i);
+        self.on_readable(i, true);
     }
 }
 

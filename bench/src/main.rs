@@ -18,7 +18,8 @@ scenarios
             first in the same invocation and reports the server as a percentage of it
   ceiling   the same fan-out against a minimal raw mio loop inside this tool
   topics    many topics, two subscribers each, several publishers
-  latency   a fixed publish rate to N subscribers; latency percentiles, whether all survived
+  latency   a fixed publish rate to N subscribers; latency percentiles, whether all survived;
+            runs the same rate against `ceiling` first and reports both
   conns     N idle subscribed connections: connect+handshake rate, server RSS per connection
   slow      one subscriber that never reads among normal ones: it must be cut, others lose nothing
 
@@ -31,6 +32,8 @@ options
   --payload BYTES     publish payload size (default 128)
   --window N          unacknowledged publishes per publisher (default 64)
   --rate N            latency: publishes per second (default 2000)
+  --busy-poll         latency: the tool polls without sleeping while it measures, so its own
+                      wake-up is not in the figures (it then takes a whole core)
   --conns N           conns: connections (default 1000)
   --workers N         conns: processes opening them (default 2, so the tool can use both cores)
   --duration SECS     measured time (default 5; a 1 s warm-up comes first)
@@ -47,6 +50,7 @@ pub struct Opts {
     pub payload: usize,
     pub window: usize,
     pub rate: u64,
+    pub busy_poll: bool,
     pub conns: usize,
     /// conns: load-generating processes; conns-worker: which one this is.
     pub workers: usize,
@@ -74,11 +78,19 @@ fn parse_args() -> Result<Opts, String> {
         worker: 1,
         duration: Duration::from_secs(5),
         json: false,
+        busy_poll: false,
     };
     while let Some(flag) = args.next() {
-        if flag == "--json" {
-            o.json = true;
-            continue;
+        match flag.as_str() {
+            "--json" => {
+                o.json = true;
+                continue;
+            }
+            "--busy-poll" => {
+                o.busy_poll = true;
+                continue;
+            }
+            _ => {}
         }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         let num = || {

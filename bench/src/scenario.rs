@@ -50,8 +50,9 @@ enum Pace {
     /// As fast as acks come back, at most `window` in flight per publisher, and subscribers
     /// never more than `lag` events behind on average (so the tool never overruns the queues).
     Window { window: usize, lag: u64 },
-    /// A fixed total rate per second.
-    Rate(u64),
+    /// A fixed total rate per second; with `busy_poll` the tool never sleeps in `poll` while
+    /// it measures, so waking it up is not part of the latency it records.
+    Rate { per_sec: u64, busy_poll: bool },
 }
 
 struct Run {
@@ -178,8 +179,8 @@ fn drive_watching(
                     }
                 }
             }
-            Pace::Rate(rate) => {
-                let due = (now.duration_since(start).as_secs_f64() * rate as f64) as u64;
+            Pace::Rate { per_sec, .. } => {
+                let due = (now.duration_since(start).as_secs_f64() * per_sec as f64) as u64;
                 while sent_by_rate < due {
                     let p = publishers[sent_by_rate as usize % publishers.len()];
                     let topic = topic_of(fleet, p);
@@ -193,7 +194,12 @@ fn drive_watching(
         fleet.flush_all();
         let timeout = match pace {
             Pace::Window { .. } => Duration::from_millis(1),
-            Pace::Rate(rate) => Duration::from_micros((1_000_000 / rate).clamp(10, 1000)),
+            Pace::Rate {
+                busy_poll: true, ..
+            } if measuring => Duration::ZERO,
+            Pace::Rate { per_sec, .. } => {
+                Duration::from_micros((1_000_000 / per_sec).clamp(10, 1000))
+            }
         };
         fleet.turn(timeout).expect("poll");
     }
@@ -442,26 +448,46 @@ pub fn topics(opts: &Opts) -> Report {
     }
 }
 
+/// One fixed-rate run against `target` (which gets the topic first unless it is the ceiling).
+fn latency_once(target: &Target, opts: &Opts, subscribers: usize) -> Run {
+    if target.is_pubsub() {
+        target.create_topic("bench");
+    }
+    let (mut fleet, p) = one_topic(target, opts, subscribers);
+    drive(
+        &mut fleet,
+        target,
+        &[p],
+        Pace::Rate {
+            per_sec: opts.rate,
+            busy_poll: opts.busy_poll,
+        },
+        opts.duration,
+    )
+}
+
 pub fn latency(opts: &Opts) -> Report {
     let subscribers = opts.subscribers.unwrap_or(100);
+    // The same rate against the ceiling first: on a given machine, that is how low latency can go
+    // for a loop that sends one frame per subscriber per publish.
+    let ceiling = latency_once(&Target::ceiling(), opts, subscribers);
     let target = Target::pubsub(opts, &server_env(&[]));
-    target.create_topic("bench");
-    let (mut fleet, p) = one_topic(&target, opts, subscribers);
-    let run = drive(
-        &mut fleet,
-        &target,
-        &[p],
-        Pace::Rate(opts.rate),
-        opts.duration,
-    );
+    let run = latency_once(&target, opts, subscribers);
     let mut rows = vec![
         ("subscribers", json!(subscribers)),
         ("rate_per_sec", json!(opts.rate)),
         ("payload_bytes", json!(opts.payload)),
+        ("busy_poll", json!(opts.busy_poll)),
     ];
     run_rows(&run, &mut rows);
     rows.push(("all_subscribers_survived", json!(run.cut == 0)));
-    let ok = run.cut == 0 && run.lost == 0;
+    rows.push(("ceiling_latency_p50_ms", ms(ceiling.latency.quantile(0.50))));
+    rows.push(("ceiling_latency_p99_ms", ms(ceiling.latency.quantile(0.99))));
+    rows.push((
+        "ceiling_cpu_us_per_delivery",
+        json!(ceiling.server_cpu.as_secs_f64() * 1e6 / ceiling.delivered.max(1) as f64),
+    ));
+    let ok = run.cut == 0 && run.lost == 0 && ceiling.lost == 0;
     Report {
         name: "latency".into(),
         rows,
