@@ -38,6 +38,7 @@ REQUESTS = [
     b"GET http://localhost:8080/health HTTP/1.1\r\n\r\n",
     b"DELETE /topics/a%3Ab HTTP/1.1\r\n\r\n",
     UPGRADE,
+    b"HEAD /topics HTTP/1.1\r\n\r\nHEAD /ws HTTP/1.1\r\n\r\nOPTIONS /topics HTTP/1.1\r\nOrigin: http://localhost\r\n\r\nGET /health HTTP/1.1\r\n\r\n",
 ]
 for r in REQUESTS:
     write("http_request", r)
@@ -88,5 +89,6 @@ create = b"POST /topics HTTP/1.1\r\nContent-Length: 18\r\n\r\n" + body
 write("connection", bytes([0]) + create + UPGRADE + topic_session(client))
 write("connection", bytes([1]) + b"".join(masked(1, json.dumps(m).encode()) for m in client) + masked(9, b"hb") + masked(8, b"\x03\xe8"))
 write("connection", bytes([6, 5, 0, 200]) + REQUESTS[2] + REQUESTS[3])
+write("connection", bytes([0]) + REQUESTS[-1] + UPGRADE)
 write("connection", bytes([1]) + masked(1, b"{\"type\":\"ping\"}", fin=False) + masked(0, b"junk", fin=True) + masked(2, b"\x00\x01"))
 print("corpus written to", corpus)

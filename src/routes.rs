@@ -81,6 +81,7 @@ pub fn resolve(method: &str, path: &str, echo_enabled: bool) -> Result<Route, Ro
             })
             .map(|_| Route::Preflight);
     }
+    // HEAD is answered wherever GET is (RFC 9110 §9.3.2), except on the upgrade paths.
     let only = |allow: &'static str, route: Route| {
         if allow.split(", ").any(|m| m == method) {
             Ok(route)
@@ -89,17 +90,19 @@ pub fn resolve(method: &str, path: &str, echo_enabled: bool) -> Result<Route, Ro
         }
     };
     match path {
-        "/" => only("GET", Route::Console),
+        "/" => only("GET, HEAD", Route::Console),
         "/ws" => only("GET", Route::Upgrade { echo: false }),
         "/echo" if echo_enabled => only("GET", Route::Upgrade { echo: true }),
         "/topics" | "/topics/" => match method {
-            "GET" => Ok(Route::Rest(RestRoute::ListTopics)),
+            "GET" | "HEAD" => Ok(Route::Rest(RestRoute::ListTopics)),
             "POST" => Ok(Route::Rest(RestRoute::CreateTopic)),
-            _ => Err(RouteError::MethodNotAllowed { allow: "GET, POST" }),
+            _ => Err(RouteError::MethodNotAllowed {
+                allow: "GET, HEAD, POST",
+            }),
         },
-        "/health" => only("GET", Route::Rest(RestRoute::Health)),
-        "/stats" => only("GET", Route::Rest(RestRoute::Stats)),
-        "/metrics" => only("GET", Route::Rest(RestRoute::Metrics)),
+        "/health" => only("GET, HEAD", Route::Rest(RestRoute::Health)),
+        "/stats" => only("GET, HEAD", Route::Rest(RestRoute::Stats)),
+        "/metrics" => only("GET, HEAD", Route::Rest(RestRoute::Metrics)),
         _ => match path.strip_prefix("/topics/") {
             Some(segment) if !segment.contains('/') => {
                 let name = percent_decode(segment).ok_or(RouteError::BadPath)?;
@@ -141,7 +144,9 @@ mod tests {
             (
                 "PUT",
                 "/topics",
-                Err(RouteError::MethodNotAllowed { allow: "GET, POST" }),
+                Err(RouteError::MethodNotAllowed {
+                    allow: "GET, HEAD, POST",
+                }),
             ),
             (
                 "DELETE",
@@ -165,7 +170,7 @@ mod tests {
             (
                 "POST",
                 "/health",
-                Err(RouteError::MethodNotAllowed { allow: "GET" }),
+                Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" }),
             ),
             ("GET", "/stats", Ok(Route::Rest(RestRoute::Stats))),
             ("GET", "/ws", Ok(Route::Upgrade { echo: false })),
@@ -176,7 +181,22 @@ mod tests {
             (
                 "POST",
                 "/",
+                Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" }),
+            ),
+            ("HEAD", "/", Ok(Route::Console)),
+            ("HEAD", "/topics", Ok(Route::Rest(RestRoute::ListTopics))),
+            ("HEAD", "/health", Ok(Route::Rest(RestRoute::Health))),
+            ("HEAD", "/stats", Ok(Route::Rest(RestRoute::Stats))),
+            ("HEAD", "/metrics", Ok(Route::Rest(RestRoute::Metrics))),
+            (
+                "HEAD",
+                "/ws",
                 Err(RouteError::MethodNotAllowed { allow: "GET" }),
+            ),
+            (
+                "HEAD",
+                "/topics/orders",
+                Err(RouteError::MethodNotAllowed { allow: "DELETE" }),
             ),
             ("OPTIONS", "/topics", Ok(Route::Preflight)),
             ("OPTIONS", "/topics/x", Ok(Route::Preflight)),

@@ -98,13 +98,47 @@ fn unknown_paths_and_wrong_methods() {
     let r = read_response(&mut s);
     assert_eq!(
         (r.status, r.header("allow").as_deref()),
-        (405, Some("GET, POST"))
+        (405, Some("GET, HEAD, POST"))
     );
     let r = read_response(&mut s);
-    assert_eq!((r.status, r.header("allow").as_deref()), (405, Some("GET")));
+    assert_eq!(
+        (r.status, r.header("allow").as_deref()),
+        (405, Some("GET, HEAD"))
+    );
     assert_eq!(
         r.header("content-type").as_deref(),
         Some("application/json")
+    );
+}
+
+#[test]
+fn head_is_answered_like_get_without_a_body() {
+    let server = Server::start();
+    server.create_topic("h1");
+    let mut s = server.connect();
+    // Pipelined: if a HEAD answer carried a body, the next status line would not follow the
+    // blank line that ends its headers.
+    s.write_all(
+        b"HEAD /topics HTTP/1.1\r\n\r\nHEAD /ws HTTP/1.1\r\n\r\nHEAD /nowhere HTTP/1.1\r\n\r\nGET /topics HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let text = String::from_utf8(read_to_close(&mut s)).unwrap();
+    let parts: Vec<&str> = text.split("\r\n\r\n").collect();
+    assert_eq!(parts.len(), 5, "{text}");
+    assert!(parts[0].starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(parts[1].starts_with("HTTP/1.1 405 ") && parts[1].contains("Allow: GET\r\n"));
+    assert!(parts[2].starts_with("HTTP/1.1 404 "), "{text}");
+    assert!(parts[3].starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let length = |head: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map(|v| v.parse::<usize>().unwrap())
+    };
+    // The HEAD answer announces exactly the length of the GET body.
+    assert_eq!(length(parts[0]), Some(parts[4].len()), "{text}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(parts[4]).unwrap()["topics"][0]["name"],
+        "h1"
     );
 }
 

@@ -133,7 +133,8 @@ impl<S> Engine<S> {
                     pos += used;
                     let keep_alive = request.keep_alive && !self.shutting_down;
                     match self.answer(&request, now) {
-                        Answer::Respond(response) => {
+                        Answer::Respond(mut response) => {
+                            response.head = request.method == "HEAD";
                             let keep_alive = keep_alive && !response.close;
                             let bytes = response.encode(keep_alive, request.http10);
                             self.push(key, Chunk::Owned(bytes), Bound::Counted);

@@ -13,6 +13,8 @@ pub struct Response {
     pub body: Vec<u8>,
     /// The server closes the connection after this response whatever the client asked.
     pub close: bool,
+    /// An answer to HEAD: the headers (Content-Length included) of the GET answer, no body.
+    pub head: bool,
 }
 
 impl Response {
@@ -22,6 +24,7 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             close: false,
+            head: false,
         }
     }
 
@@ -75,7 +78,9 @@ impl Response {
             }
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
+        if !self.head {
+            out.extend_from_slice(&self.body);
+        }
         out
     }
 }
@@ -121,5 +126,14 @@ mod tests {
         assert!(text.ends_with("\r\n\r\n{\"status\":\"created\"}"));
         let closing = String::from_utf8(r.encode(false, true)).unwrap();
         assert!(closing.starts_with("HTTP/1.0 201") && closing.contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn an_answer_to_head_keeps_the_length_and_drops_the_body() {
+        let mut r = Response::json(200, &serde_json::json!({"status":"ok"}));
+        r.head = true;
+        let text = String::from_utf8(r.encode(true, false)).unwrap();
+        assert!(text.contains("Content-Length: 15\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
     }
 }
