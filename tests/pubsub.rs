@@ -615,3 +615,60 @@ fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
     assert!(writer.join().unwrap());
     assert_eq!(server.get("/stats")["topics"]["paced"]["messages"], total);
 }
+
+#[test]
+fn a_fin_that_arrives_while_reading_is_paused_is_still_seen() {
+    let server = Server::start_with(&[("MAX_QUEUE_BYTES", "65536")]);
+    server.create_topic("fin");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut publisher: std::net::TcpStream = socket.into();
+    publisher.set_read_timeout(Some(TIMEOUT)).unwrap();
+    publisher.write_all(UPGRADE.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut publisher).status, 101);
+    // Enough unread acks that the server stops reading this client (at ~35,000 publishes here),
+    // then the client's FIN queued behind the other ~2.7 MB: its readiness arrives while the
+    // server is not reading, and no later event announces it again. Reading after the pause must
+    // go on to the end of the stream, or the connection is never closed.
+    let total: u64 = 60_000;
+    let frames: Vec<u8> = (0..total)
+        .flat_map(|i| client_frame(true, 1, publish_msg("fin", json!(i)).to_string().as_bytes()))
+        .collect();
+    let writer_socket = publisher.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut w = writer_socket;
+        let ok = w.write_all(&frames).is_ok();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+        ok
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    while !writer.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the publishes and the FIN did not fit in the buffers"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let paused = server.get("/stats");
+    let published = paused["topics"]["fin"]["messages"].as_u64().unwrap();
+    assert!(published < total, "reading never paused: {paused}");
+    socket2::SockRef::from(&publisher)
+        .set_recv_buffer_size(1 << 20)
+        .unwrap();
+    // Reading everything lets the server read on to the FIN; it then closes its side.
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match publisher.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server never closed: {e}"),
+        }
+    }
+    assert!(writer.join().unwrap());
+    let stats = server.get("/stats");
+    assert_eq!(stats["topics"]["fin"]["messages"], total, "{stats}");
+    assert_eq!(stats["connections"]["websocket"], 0, "{stats}");
+}
