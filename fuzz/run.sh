@@ -15,20 +15,20 @@ cargo fuzz build -O
 for t in "${targets[@]}"; do
   work="$root/target/fuzz-corpus/$t"
   mkdir -p "$work"
-  dict=()
+  extra=()
   case $t in
-    http_request|ws_handshake|connection) dict=(-dict=fuzz/dict/http.dict) ;;
-    client_message) dict=(-dict=fuzz/dict/json.dict) ;;
+    http_request|ws_handshake|connection) extra=(-dict=fuzz/dict/http.dict) ;;
+    client_message) extra=(-dict=fuzz/dict/json.dict) ;;
   esac
   # broker_ops: 200 operations reach every state of its 3 topics x 6 connections x 5-slot rings;
   # longer inputs only slow it (it checks both indexes in full after every operation).
-  [ "$t" = broker_ops ] && dict=(-max_len=600)
+  [ "$t" = broker_ops ] && extra=(-max_len=600)
   limit=(-max_total_time="$seconds")
   [ "$runs" -gt 0 ] && limit+=(-runs="$runs")
   log="$root/target/fuzz-$t.log"
   echo "fuzz: $t for ${seconds}s"
   if ! cargo fuzz run -O "$t" "$work" "fuzz/corpus/$t" -- \
-      "${limit[@]}" -print_final_stats=1 "${dict[@]}" >"$log" 2>&1; then
+      "${limit[@]}" -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz: $t FAILED; the crashing input is in fuzz/artifacts/$t/"
     exit 1
