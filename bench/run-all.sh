@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The measurements quoted in README.md "Performance": every scenario, one JSON line each, in
-# $OUT (default target/bench-results.jsonl). Takes about five minutes on a 2-core machine.
+# $OUT (default target/bench-results.jsonl). Takes about six minutes on a 2-core machine.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,6 +17,7 @@ run fanout --duration "$secs" --server target/counting/release/pubsub
 for n in 10 100 10000; do run fanout --subscribers "$n" --duration "$secs"; done
 for p in 64 1024 16384 60000; do run fanout --payload "$p" --duration "$secs"; done
 run latency --rate 2000 --duration 10
+run latency --rate 2000 --duration 10 --busy-poll
 run latency --rate 10000 --duration 10
 run topics --duration "$secs"
 run slow --duration "$secs"
