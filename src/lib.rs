@@ -1,6 +1,6 @@
 //! pubsub: an in-memory publish/subscribe server over WebSocket on a single mio event loop.
 //!
-//! Everything but `server`, `conn` and `signal` is pure: bytes and values in, bytes and values
+//! Everything but `server`, `signal` and `sys` is pure: bytes and values in, bytes and values
 //! out, so it is unit-tested and fuzzed without sockets.
 
 #![deny(unsafe_code)] // SAFETY: allowed only in signal.rs and sys.rs, each block justified.

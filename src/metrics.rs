@@ -202,10 +202,10 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         l.read_calls,
     );
     out.one(
-        "pubsub_loop_writev_calls_total",
+        "pubsub_loop_write_calls_total",
         "counter",
-        "writev(2) calls that wrote data.",
-        l.writev_calls,
+        "Write system calls to connections (send, or sendmsg for several frames) that wrote data.",
+        l.write_calls,
     );
     out.one(
         "pubsub_loop_frames_written_total",
@@ -219,9 +219,9 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         &l.events_per_tick,
     );
     out.histogram(
-        "pubsub_loop_frames_per_writev",
-        "Frames completed by one writev call.",
-        &l.frames_per_writev,
+        "pubsub_loop_frames_per_write",
+        "Frames completed by one write call.",
+        &l.frames_per_write,
     );
     out.0
 }

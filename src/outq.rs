@@ -1,5 +1,5 @@
 //! A connection's outbound queue: whole frames (shared or owned) waiting for the socket,
-//! written many per `writev`. It counts what the backpressure bound applies to.
+//! written many per vectored write. It counts what the backpressure bound applies to.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use crate::stats::Histogram;
 
-/// How many buffers one `writev` takes at most (Linux allows 1024; 64 fills a socket buffer).
+/// How many buffers one vectored write takes at most (Linux allows 1024; 64 fills a socket buffer).
 const MAX_IOVECS: usize = 64;
 /// The capacity `VecDeque` allocates first.
 const SMALL_QUEUE: usize = 4;
@@ -46,7 +46,7 @@ struct Entry {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Flushed {
     pub bytes: usize,
-    pub writev_calls: usize,
+    pub write_calls: usize,
     pub frames: usize,
 }
 
@@ -166,7 +166,7 @@ impl OutQueue {
                     Err(e) => return Err(e),
                 }
             };
-            report.writev_calls += 1;
+            report.write_calls += 1;
             report.bytes += written;
             let frames = self.consume(written);
             per_call.record(frames as u64);
@@ -254,7 +254,7 @@ mod tests {
             calls: 1,
         };
         let r = q.write_to(&mut w, &mut Histogram::default()).unwrap();
-        assert_eq!((r.bytes, r.frames, r.writev_calls), (4, 1, 1));
+        assert_eq!((r.bytes, r.frames, r.write_calls), (4, 1, 1));
         assert_eq!((q.counted_frames(), q.bytes()), (1, 6));
         q.drop_unstarted();
         assert_eq!((q.len(), q.bytes(), q.counted_frames()), (1, 3, 0));
@@ -276,7 +276,7 @@ mod tests {
             calls: 10,
         };
         let r = q.write_to(&mut w, &mut Histogram::default()).unwrap();
-        assert_eq!((r.writev_calls, r.frames, r.bytes), (2, 100, 1000));
+        assert_eq!((r.write_calls, r.frames, r.bytes), (2, 100, 1000));
         assert_eq!(q.counted_frames(), 0);
     }
 }

@@ -1,6 +1,6 @@
 //! The event loop: one mio `Poll` on one thread. It accepts, reads into one loop-wide scratch
 //! buffer, hands the bytes to the engine, writes out what the engine queued (many frames per
-//! `writev`, once per connection per tick) and closes what the engine is done with.
+//! write call, once per connection per tick) and closes what the engine is done with.
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
@@ -239,10 +239,10 @@ impl Server {
     fn flush(&mut self, key: usize, now: Instant) {
         let (conn, stats) = self.engine.conn_and_stats(key);
         let Some(conn) = conn else { return };
-        let report = match conn
-            .outq
-            .write_to(&mut conn.socket, &mut stats.event_loop.frames_per_writev)
-        {
+        let report = match conn.outq.write_to(
+            &mut crate::sys::SocketSend(&conn.socket),
+            &mut stats.event_loop.frames_per_write,
+        ) {
             Ok(r) => r,
             Err(_) => {
                 self.engine.socket_failed(key);
@@ -268,7 +268,7 @@ impl Server {
             }
         }
         let stats = &mut self.engine.stats_mut().event_loop;
-        stats.writev_calls += report.writev_calls as u64;
+        stats.write_calls += report.write_calls as u64;
         stats.frames_written += report.frames as u64;
         stats.bytes_out += report.bytes as u64;
         match self.engine.after_flush(key, now) {

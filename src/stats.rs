@@ -38,12 +38,12 @@ pub struct LoopStats {
     pub events: u64,
     pub read_calls: u64,
     pub bytes_in: u64,
-    pub writev_calls: u64,
+    pub write_calls: u64,
     pub frames_written: u64,
     pub bytes_out: u64,
-    /// How many events each poll returned, and how many frames each `writev` carried.
+    /// How many events each poll returned, and how many frames each write call carried.
     pub events_per_tick: Histogram,
-    pub frames_per_writev: Histogram,
+    pub frames_per_write: Histogram,
 }
 
 /// Counts in power-of-two buckets: bucket `i` holds values up to `2^i` (the last one, the rest).

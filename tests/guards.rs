@@ -281,7 +281,7 @@ fn metrics_move_as_traffic_flows() {
     assert_eq!(metric("pubsub_subscriptions"), 1.0);
     assert_eq!(metric("pubsub_connections{phase=\"websocket\"}"), 1.0);
     assert!(metric("pubsub_bytes_sent_total") > 0.0);
-    assert!(metric("pubsub_loop_writev_calls_total") > 0.0);
+    assert!(metric("pubsub_loop_write_calls_total") > 0.0);
     ws.socket
         .close(Some(tungstenite::protocol::CloseFrame {
             code: tungstenite::protocol::frame::coding::CloseCode::Normal,

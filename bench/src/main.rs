@@ -5,6 +5,7 @@ mod ceiling;
 mod client;
 mod measure;
 mod scenario;
+mod sendcost;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,6 +23,8 @@ scenarios
             runs the same rate against `ceiling` first and reports both
   conns     N idle subscribed connections: connect+handshake rate, server RSS per connection
   slow      one subscriber that never reads among normal ones: it must be cut, others lose nothing
+  send-cost what one small write to a loopback socket costs by system call (writev, sendmsg,
+            send), over --subscribers sockets (default 100) of --payload bytes; no server
 
 options
   --server PATH       the pubsub binary to start (default target/release/pubsub)
@@ -291,6 +294,7 @@ fn main() {
             return;
         }
         "slow" => scenario::slow(&opts),
+        "send-cost" => sendcost::send_cost(&opts),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             return;

@@ -72,7 +72,7 @@ try:
     assert value(after, "pubsub_connections", phase="websocket") == 1
     assert value(after, "pubsub_bytes_received_total") > value(before, "pubsub_bytes_received_total")
     assert value(after, "pubsub_loop_ticks_total") > value(before, "pubsub_loop_ticks_total")
-    assert value(after, "pubsub_loop_frames_per_writev_count") > 0
+    assert value(after, "pubsub_loop_frames_per_write_count") > 0
     sock.close()
     print("metrics: %d families parsed by prometheus_client, counters moved with traffic" % len(after))
     print("metrics: 1 passed, 0 failed")
