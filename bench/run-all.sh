@@ -21,5 +21,6 @@ run latency --rate 2000 --duration 10 --busy-poll
 run latency --rate 10000 --duration 10
 run topics --duration "$secs"
 run slow --duration "$secs"
+run send-cost --duration 5
 for n in 1000 10000 15000; do run conns --conns "$n"; done
 echo "results in $out" >&2
