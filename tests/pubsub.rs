@@ -547,11 +547,9 @@ fn abrupt_disconnects_leave_counts_at_zero() {
     }
 }
 
-#[test]
-fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
-    let server = Server::start_with(&[("MAX_QUEUE_BYTES", "65536")]);
-    server.create_topic("paced");
-    // A tiny receive window, so unread acks back up into the server's queue quickly.
+/// An upgraded raw connection with a tiny receive window, so acks it does not read back up
+/// into the server's queue quickly.
+fn publisher_with_a_tiny_window(server: &Server) -> std::net::TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&server.addr.into()).unwrap();
@@ -559,17 +557,24 @@ fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
     publisher.set_read_timeout(Some(TIMEOUT)).unwrap();
     publisher.write_all(UPGRADE.as_bytes()).unwrap();
     assert_eq!(read_response(&mut publisher).status, 101);
+    publisher
+}
+
+/// `total` publish frames to `topic`, payloads 0, 1, 2...
+fn publishes(topic: &str, total: u64) -> Vec<u8> {
+    (0..total)
+        .flat_map(|i| client_frame(true, 1, publish_msg(topic, json!(i)).to_string().as_bytes()))
+        .collect()
+}
+
+#[test]
+fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
+    let server = Server::start_with(&[("MAX_QUEUE_BYTES", "65536")]);
+    server.create_topic("paced");
+    let mut publisher = publisher_with_a_tiny_window(&server);
     // About 6 MB of acks: more than the kernel's buffers hold for a peer that does not read.
     let total: u64 = 50_000;
-    let frames: Vec<u8> = (0..total)
-        .flat_map(|i| {
-            client_frame(
-                true,
-                1,
-                publish_msg("paced", json!(i)).to_string().as_bytes(),
-            )
-        })
-        .collect();
+    let frames = publishes("paced", total);
     let mut writer_socket = publisher.try_clone().unwrap();
     let writer = std::thread::spawn(move || writer_socket.write_all(&frames).is_ok());
     // The server stops reading the publisher: its publish count stands still, below the total,
@@ -620,21 +625,13 @@ fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
 fn a_fin_that_arrives_while_reading_is_paused_is_still_seen() {
     let server = Server::start_with(&[("MAX_QUEUE_BYTES", "65536")]);
     server.create_topic("fin");
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut publisher: std::net::TcpStream = socket.into();
-    publisher.set_read_timeout(Some(TIMEOUT)).unwrap();
-    publisher.write_all(UPGRADE.as_bytes()).unwrap();
-    assert_eq!(read_response(&mut publisher).status, 101);
+    let mut publisher = publisher_with_a_tiny_window(&server);
     // Enough unread acks that the server stops reading this client (at ~35,000 publishes here),
     // then the client's FIN queued behind the other ~2.7 MB: its readiness arrives while the
     // server is not reading, and no later event announces it again. Reading after the pause must
     // go on to the end of the stream, or the connection is never closed.
     let total: u64 = 60_000;
-    let frames: Vec<u8> = (0..total)
-        .flat_map(|i| client_frame(true, 1, publish_msg("fin", json!(i)).to_string().as_bytes()))
-        .collect();
+    let frames = publishes("fin", total);
     let writer_socket = publisher.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
         let mut w = writer_socket;
