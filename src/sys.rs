@@ -99,7 +99,7 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_peer_is_an_error_not_a_signal() {
+    fn a_send_to_a_closed_peer_fails() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
