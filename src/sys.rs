@@ -12,7 +12,7 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 /// Calling listen(2) again on a listening socket sets its backlog anew.
 pub fn set_listen_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: listen(2) only reads its two integer arguments; the fd is owned by `listener`.
-    let rc = unsafe { libc::listen(listener.as_raw_fd(), backlog) };
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), backlog) }; // SAFETY: see above
     if rc == 0 {
         Ok(())
     } else {
@@ -42,14 +42,8 @@ impl<S: AsRawFd> Write for SocketSend<'_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: send(2) reads `buf.len()` bytes of `buf`, borrowed for the whole call, from
         // a descriptor the socket behind `self.0` owns.
-        let n = unsafe {
-            libc::send(
-                self.0.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                SEND_FLAGS,
-            )
-        };
+        let (fd, bytes, len) = (self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len());
+        let n = unsafe { libc::send(fd, bytes, len, SEND_FLAGS) }; // SAFETY: see above
         sent(n)
     }
 
@@ -58,13 +52,13 @@ impl<S: AsRawFd> Write for SocketSend<'_, S> {
             return self.write(one);
         }
         // SAFETY: an all-zero msghdr is a valid empty message (no address, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // IoSlice is ABI-compatible with iovec on Unix, as std documents.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() }; // SAFETY: see above
+                                                                   // IoSlice is ABI-compatible with iovec on Unix, as std documents.
         msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
         msg.msg_iovlen = bufs.len().min(1024) as _;
         // SAFETY: sendmsg(2) only reads the iovecs and the buffers they point to, all borrowed
         // from `bufs` for the whole call, and the descriptor is owned by the socket `self.0`.
-        let n = unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, SEND_FLAGS) };
+        let n = unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, SEND_FLAGS) }; // SAFETY: see above
         sent(n)
     }
 

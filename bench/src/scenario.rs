@@ -342,21 +342,22 @@ fn publisher(topics: Vec<String>) -> Kind {
     }
 }
 
-fn fanout_once(target: &Target, opts: &Opts, subscribers: usize, create_topic: bool) -> Run {
-    if create_topic {
+/// One publisher to the topic "bench" and `subscribers` on it, driven at `pace` (the topic is
+/// created first on the real server; the ceiling has no topics).
+fn one_topic_run(target: &Target, opts: &Opts, subscribers: usize, pace: Pace) -> Run {
+    if target.is_pubsub() {
         target.create_topic("bench");
     }
     let (mut fleet, p) = one_topic(target, opts, subscribers);
-    drive(
-        &mut fleet,
-        target,
-        &[p],
-        Pace::Window {
-            window: opts.window,
-            lag: lag_events(opts.payload),
-        },
-        opts.duration,
-    )
+    drive(&mut fleet, target, &[p], pace, opts.duration)
+}
+
+fn fanout_once(target: &Target, opts: &Opts, subscribers: usize) -> Run {
+    let pace = Pace::Window {
+        window: opts.window,
+        lag: lag_events(opts.payload),
+    };
+    one_topic_run(target, opts, subscribers, pace)
 }
 
 pub fn fanout(opts: &Opts, against_server: bool) -> Report {
@@ -367,7 +368,7 @@ pub fn fanout(opts: &Opts, against_server: bool) -> Report {
     ];
     let ceiling = {
         let target = Target::ceiling();
-        fanout_once(&target, opts, subscribers, false)
+        fanout_once(&target, opts, subscribers)
     };
     let ceiling_rate = ceiling.delivered as f64 / ceiling.elapsed.as_secs_f64();
     if !against_server {
@@ -379,7 +380,7 @@ pub fn fanout(opts: &Opts, against_server: bool) -> Report {
         };
     }
     let target = Target::pubsub(opts, &server_env(&[]));
-    let run = fanout_once(&target, opts, subscribers, true);
+    let run = fanout_once(&target, opts, subscribers);
     run_rows(&run, &mut rows);
     let rate = run.delivered as f64 / run.elapsed.as_secs_f64();
     rows.push(("ceiling_delivered_per_sec", json!(ceiling_rate.round())));
@@ -448,22 +449,12 @@ pub fn topics(opts: &Opts) -> Report {
     }
 }
 
-/// One fixed-rate run against `target` (which gets the topic first unless it is the ceiling).
 fn latency_once(target: &Target, opts: &Opts, subscribers: usize) -> Run {
-    if target.is_pubsub() {
-        target.create_topic("bench");
-    }
-    let (mut fleet, p) = one_topic(target, opts, subscribers);
-    drive(
-        &mut fleet,
-        target,
-        &[p],
-        Pace::Rate {
-            per_sec: opts.rate,
-            busy_poll: opts.busy_poll,
-        },
-        opts.duration,
-    )
+    let pace = Pace::Rate {
+        per_sec: opts.rate,
+        busy_poll: opts.busy_poll,
+    };
+    one_topic_run(target, opts, subscribers, pace)
 }
 
 pub fn latency(opts: &Opts) -> Report {
