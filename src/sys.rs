@@ -38,6 +38,21 @@ fn sent(n: isize) -> io::Result<usize> {
     }
 }
 
+impl<S: AsRawFd> SocketSend<'_, S> {
+    /// sendmsg(2) of these buffers, in order (at most 1024 of them).
+    pub fn sendmsg(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // SAFETY: an all-zero msghdr is a valid empty message (no address, no control data).
+        // Below, IoSlice is ABI-compatible with iovec on Unix, as std documents.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() }; // SAFETY: see above
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len().min(1024) as _;
+        // SAFETY: sendmsg(2) only reads the iovecs and the buffers they point to, all borrowed
+        // from `bufs` for the whole call, and the descriptor is owned by the socket `self.0`.
+        let n = unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, SEND_FLAGS) }; // SAFETY: see above
+        sent(n)
+    }
+}
+
 impl<S: AsRawFd> Write for SocketSend<'_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: send(2) reads `buf.len()` bytes of `buf`, borrowed for the whole call, from
@@ -48,18 +63,10 @@ impl<S: AsRawFd> Write for SocketSend<'_, S> {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        if let [one] = bufs {
-            return self.write(one);
+        match bufs {
+            [one] => self.write(one),
+            _ => self.sendmsg(bufs),
         }
-        // SAFETY: an all-zero msghdr is a valid empty message (no address, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() }; // SAFETY: see above
-                                                                   // IoSlice is ABI-compatible with iovec on Unix, as std documents.
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = bufs.len().min(1024) as _;
-        // SAFETY: sendmsg(2) only reads the iovecs and the buffers they point to, all borrowed
-        // from `bufs` for the whole call, and the descriptor is owned by the socket `self.0`.
-        let n = unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, SEND_FLAGS) }; // SAFETY: see above
-        sent(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -5,7 +5,6 @@
 
 use std::io::{IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,17 +29,8 @@ fn one(call: Call, socket: &TcpStream, frame: &[u8]) {
     let n = match call {
         Call::Writev => (&*socket).write_vectored(&[IoSlice::new(frame)]),
         Call::Send => SocketSend(socket).write(frame),
-        Call::Sendmsg => {
-            // One iovec through sendmsg(2), to compare the calls and not the buffer counts.
-            let iov = [IoSlice::new(frame)];
-            // SAFETY: a zeroed msghdr is an empty message; IoSlice is an iovec on Unix.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = 1;
-            // SAFETY: sendmsg reads `iov` and `frame`, both alive for the call.
-            let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-            usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
-        }
+        // One buffer through sendmsg(2), to compare the calls and not the buffer counts.
+        Call::Sendmsg => SocketSend(socket).sendmsg(&[IoSlice::new(frame)]),
     };
     assert_eq!(n.expect("send to a loopback socket"), frame.len());
 }
