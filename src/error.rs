@@ -1,69 +1,55 @@
-//! The error codes the server sends, on the wire as JSON `{"code": ..., "message": ...}` objects,
-//! and the trait every layer's error enum implements to become an HTTP response.
+//! Every error the server reports to a client, and the one place that says how each appears on
+//! the wire: its HTTP status, its protocol error code and any header the status calls for, and,
+//! for WebSocket violations, the close code. Each layer keeps its own error enum with its own
+//! messages; only this module knows what they become.
 
 use std::fmt;
 
-/// Every code that appears in an `error` object, over REST or WebSocket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    BadRequest,
-    TopicNotFound,
-    TopicExists,
-    NotSubscribed,
-    LimitExceeded,
-    SlowConsumer,
-    RateLimited,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    PayloadTooLarge,
-    HeadersTooLarge,
-    UpgradeRequired,
-    ServiceUnavailable,
-    Internal,
+use crate::broker::BrokerError;
+use crate::guard::GuardError;
+use crate::http::RequestError;
+use crate::protocol::MessageError;
+use crate::rest::{BodyError, RouteError};
+use crate::ws::handshake::HandshakeError;
+use crate::ws::{CloseCode, WsError};
+
+macro_rules! error_codes {
+    ($($variant:ident => $text:literal,)*) => {
+        /// Every code that appears in an `error` object, over REST or WebSocket.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order (generated with the enum, so it is complete).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $text,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
-        ErrorCode::BadRequest,
-        ErrorCode::TopicNotFound,
-        ErrorCode::TopicExists,
-        ErrorCode::NotSubscribed,
-        ErrorCode::LimitExceeded,
-        ErrorCode::SlowConsumer,
-        ErrorCode::RateLimited,
-        ErrorCode::Unauthorized,
-        ErrorCode::Forbidden,
-        ErrorCode::NotFound,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::HeadersTooLarge,
-        ErrorCode::UpgradeRequired,
-        ErrorCode::ServiceUnavailable,
-        ErrorCode::Internal,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "BAD_REQUEST",
-            ErrorCode::TopicNotFound => "TOPIC_NOT_FOUND",
-            ErrorCode::TopicExists => "TOPIC_EXISTS",
-            ErrorCode::NotSubscribed => "NOT_SUBSCRIBED",
-            ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
-            ErrorCode::SlowConsumer => "SLOW_CONSUMER",
-            ErrorCode::RateLimited => "RATE_LIMITED",
-            ErrorCode::Unauthorized => "UNAUTHORIZED",
-            ErrorCode::Forbidden => "FORBIDDEN",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            ErrorCode::HeadersTooLarge => "HEADERS_TOO_LARGE",
-            ErrorCode::UpgradeRequired => "UPGRADE_REQUIRED",
-            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
-            ErrorCode::Internal => "INTERNAL",
-        }
-    }
+error_codes! {
+    BadRequest => "BAD_REQUEST",
+    TopicNotFound => "TOPIC_NOT_FOUND",
+    TopicExists => "TOPIC_EXISTS",
+    NotSubscribed => "NOT_SUBSCRIBED",
+    LimitExceeded => "LIMIT_EXCEEDED",
+    SlowConsumer => "SLOW_CONSUMER",
+    RateLimited => "RATE_LIMITED",
+    Unauthorized => "UNAUTHORIZED",
+    Forbidden => "FORBIDDEN",
+    NotFound => "NOT_FOUND",
+    MethodNotAllowed => "METHOD_NOT_ALLOWED",
+    PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+    HeadersTooLarge => "HEADERS_TOO_LARGE",
+    UpgradeRequired => "UPGRADE_REQUIRED",
+    ServiceUnavailable => "SERVICE_UNAVAILABLE",
 }
 
 impl fmt::Display for ErrorCode {
@@ -72,13 +58,286 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// An error that ends an HTTP request: each layer's enum says once which status, code and
-/// message it becomes.
-pub trait HttpFailure: fmt::Display {
-    fn status(&self) -> u16;
-    fn code(&self) -> ErrorCode;
-    /// Extra headers the status calls for (`Allow` on 405, `Sec-WebSocket-Version` on 426).
-    fn extra_header(&self) -> Option<(&'static str, &'static str)> {
-        None
+/// An error a client is told about, from whichever layer found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Request(RequestError),
+    Route(RouteError),
+    Guard(GuardError),
+    Handshake(HandshakeError),
+    Body(BodyError),
+    Broker(BrokerError),
+    Message(MessageError),
+    /// A publish beyond `PUBLISH_RATE_LIMIT`.
+    RateLimited { per_second: u32 },
+    /// A connection's queue of live events went past its bound.
+    SlowConsumer {
+        frames: usize,
+        bytes: usize,
+        max_frames: usize,
+        max_bytes: usize,
+    },
+    /// A connection past `MAX_CONNECTIONS` or `MAX_CONNECTIONS_PER_IP`.
+    AtCapacity,
+    /// An upgrade that arrived after shutdown began.
+    ShuttingDown,
+}
+
+/// How a failure appears on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    pub status: u16,
+    pub code: ErrorCode,
+    /// A header the status calls for (`Allow` on 405, `Sec-WebSocket-Version` on 426, ...).
+    pub header: Option<(&'static str, &'static str)>,
+}
+
+const fn wire(status: u16, code: ErrorCode) -> Wire {
+    Wire {
+        status,
+        code,
+        header: None,
+    }
+}
+
+impl Failure {
+    /// The one mapping from every layer's errors to statuses, codes and headers.
+    pub fn wire(&self) -> Wire {
+        use ErrorCode::*;
+        match self {
+            Failure::Request(e) => match e {
+                RequestError::HeadTooLarge => wire(431, HeadersTooLarge),
+                RequestError::BodyTooLarge { .. } => wire(413, PayloadTooLarge),
+                RequestError::UnsupportedTransferEncoding => wire(501, BadRequest),
+                RequestError::Malformed(_)
+                | RequestError::BadContentLength
+                | RequestError::BadChunk => wire(400, BadRequest),
+            },
+            Failure::Route(e) => match e {
+                RouteError::NotFound => wire(404, NotFound),
+                RouteError::MethodNotAllowed { allow } => Wire {
+                    header: Some(("Allow", allow)),
+                    ..wire(405, MethodNotAllowed)
+                },
+                RouteError::BadPath => wire(400, BadRequest),
+            },
+            Failure::Guard(e) => match e {
+                GuardError::MissingKey | GuardError::WrongKey => Wire {
+                    header: Some(("WWW-Authenticate", "Bearer")),
+                    ..wire(401, Unauthorized)
+                },
+                GuardError::OriginNotAllowed => wire(403, Forbidden),
+            },
+            Failure::Handshake(e) => match e {
+                HandshakeError::NotGet => Wire {
+                    header: Some(("Allow", "GET")),
+                    ..wire(405, MethodNotAllowed)
+                },
+                HandshakeError::UnsupportedVersion => Wire {
+                    header: Some(("Sec-WebSocket-Version", "13")),
+                    ..wire(426, UpgradeRequired)
+                },
+                HandshakeError::NotHttp11
+                | HandshakeError::MissingUpgrade
+                | HandshakeError::MissingConnectionUpgrade
+                | HandshakeError::MissingKey
+                | HandshakeError::InvalidKey => wire(400, BadRequest),
+            },
+            Failure::Body(_) | Failure::Message(_) => wire(400, BadRequest),
+            Failure::Broker(e) => match e {
+                BrokerError::TopicExists(_) => wire(409, TopicExists),
+                BrokerError::TopicNotFound(_) => wire(404, TopicNotFound),
+                BrokerError::TopicLimit(_) | BrokerError::SubscriberLimit(_) => {
+                    wire(403, LimitExceeded)
+                }
+                BrokerError::NotSubscribed(_) => wire(409, NotSubscribed),
+            },
+            Failure::RateLimited { .. } => wire(429, RateLimited),
+            Failure::SlowConsumer { .. } => wire(503, SlowConsumer),
+            Failure::AtCapacity | Failure::ShuttingDown => wire(503, ServiceUnavailable),
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.wire().code
+    }
+}
+
+/// The close code a WebSocket protocol violation fails the connection with (RFC 6455 §7.4.1).
+pub fn close_code(e: &WsError) -> CloseCode {
+    match e {
+        WsError::InvalidUtf8 => CloseCode::InvalidPayload,
+        WsError::MessageTooBig { .. } => CloseCode::TooBig,
+        WsError::Frame(_)
+        | WsError::UnexpectedContinuation
+        | WsError::ExpectedContinuation
+        | WsError::InvalidClosePayload
+        | WsError::InvalidCloseCode(_) => CloseCode::ProtocolError,
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Request(e) => e.fmt(f),
+            Failure::Route(e) => e.fmt(f),
+            Failure::Guard(e) => e.fmt(f),
+            Failure::Handshake(e) => e.fmt(f),
+            Failure::Body(e) => e.fmt(f),
+            Failure::Broker(e) => e.fmt(f),
+            Failure::Message(e) => e.fmt(f),
+            Failure::RateLimited { per_second } => {
+                write!(f, "publish rate limit of {per_second} per second exceeded")
+            }
+            Failure::SlowConsumer {
+                frames,
+                bytes,
+                max_frames,
+                max_bytes,
+            } => write!(
+                f,
+                "outbound queue exceeded ({frames} frames, {bytes} bytes; limits {max_frames} frames, {max_bytes} bytes)"
+            ),
+            Failure::AtCapacity => {
+                f.write_str("the server is at its connection limit; try again later")
+            }
+            Failure::ShuttingDown => f.write_str("the server is shutting down"),
+        }
+    }
+}
+
+macro_rules! from_layer {
+    ($($t:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$t> for Failure {
+            fn from(e: $t) -> Failure {
+                Failure::$variant(e)
+            }
+        })*
+    };
+}
+
+from_layer! {
+    RequestError => Request,
+    RouteError => Route,
+    GuardError => Guard,
+    HandshakeError => Handshake,
+    BodyError => Body,
+    BrokerError => Broker,
+    MessageError => Message,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::InvalidTopicName;
+
+    #[test]
+    fn codes_are_unique_and_upper_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{s}");
+        }
+    }
+
+    #[test]
+    fn each_layer_maps_to_its_status_code_and_header() {
+        let cases: Vec<(Failure, u16, &str, Option<&str>)> = vec![
+            (RequestError::HeadTooLarge.into(), 431, "HEADERS_TOO_LARGE", None),
+            (
+                RequestError::BodyTooLarge { limit: 1 }.into(),
+                413,
+                "PAYLOAD_TOO_LARGE",
+                None,
+            ),
+            (
+                RequestError::UnsupportedTransferEncoding.into(),
+                501,
+                "BAD_REQUEST",
+                None,
+            ),
+            (RouteError::NotFound.into(), 404, "NOT_FOUND", None),
+            (
+                RouteError::MethodNotAllowed { allow: "GET" }.into(),
+                405,
+                "METHOD_NOT_ALLOWED",
+                Some("Allow"),
+            ),
+            (
+                GuardError::WrongKey.into(),
+                401,
+                "UNAUTHORIZED",
+                Some("WWW-Authenticate"),
+            ),
+            (GuardError::OriginNotAllowed.into(), 403, "FORBIDDEN", None),
+            (
+                HandshakeError::UnsupportedVersion.into(),
+                426,
+                "UPGRADE_REQUIRED",
+                Some("Sec-WebSocket-Version"),
+            ),
+            (HandshakeError::MissingKey.into(), 400, "BAD_REQUEST", None),
+            (
+                BrokerError::TopicExists("t".into()).into(),
+                409,
+                "TOPIC_EXISTS",
+                None,
+            ),
+            (
+                BrokerError::TopicNotFound("t".into()).into(),
+                404,
+                "TOPIC_NOT_FOUND",
+                None,
+            ),
+            (
+                BrokerError::TopicLimit(3).into(),
+                403,
+                "LIMIT_EXCEEDED",
+                None,
+            ),
+            (
+                BrokerError::NotSubscribed("t".into()).into(),
+                409,
+                "NOT_SUBSCRIBED",
+                None,
+            ),
+            (MessageError::Binary.into(), 400, "BAD_REQUEST", None),
+            (
+                BodyError::InvalidName(InvalidTopicName).into(),
+                400,
+                "BAD_REQUEST",
+                None,
+            ),
+            (
+                Failure::RateLimited { per_second: 5 },
+                429,
+                "RATE_LIMITED",
+                None,
+            ),
+            (Failure::AtCapacity, 503, "SERVICE_UNAVAILABLE", None),
+        ];
+        for (failure, status, code, header) in cases {
+            let w = failure.wire();
+            assert_eq!(
+                (w.status, w.code.as_str(), w.header.map(|h| h.0)),
+                (status, code, header),
+                "{failure:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn violations_close_with_their_codes() {
+        use crate::ws::frame::FrameError;
+        assert_eq!(close_code(&WsError::InvalidUtf8).as_u16(), 1007);
+        assert_eq!(
+            close_code(&WsError::MessageTooBig { limit: 1 }).as_u16(),
+            1009
+        );
+        assert_eq!(
+            close_code(&WsError::Frame(FrameError::Unmasked)).as_u16(),
+            1002
+        );
     }
 }

@@ -7,25 +7,13 @@ use std::time::Instant;
 use sha1::{Digest, Sha1};
 
 use crate::config::{Origins, Secret};
-use crate::error::{ErrorCode, HttpFailure};
-use crate::http::Request;
-use crate::routes::percent_decode;
+use crate::http::{percent_decode, Request};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuardError {
     MissingKey,
     WrongKey,
     OriginNotAllowed,
-}
-
-impl GuardError {
-    /// The label under which refusals are counted.
-    pub fn reason(self) -> &'static str {
-        match self {
-            GuardError::MissingKey | GuardError::WrongKey => "unauthorized",
-            GuardError::OriginNotAllowed => "origin",
-        }
-    }
 }
 
 impl fmt::Display for GuardError {
@@ -37,29 +25,6 @@ impl fmt::Display for GuardError {
             GuardError::WrongKey => "the API key is not valid",
             GuardError::OriginNotAllowed => "this origin is not allowed to connect",
         })
-    }
-}
-
-impl HttpFailure for GuardError {
-    fn status(&self) -> u16 {
-        match self {
-            GuardError::MissingKey | GuardError::WrongKey => 401,
-            GuardError::OriginNotAllowed => 403,
-        }
-    }
-
-    fn code(&self) -> ErrorCode {
-        match self {
-            GuardError::MissingKey | GuardError::WrongKey => ErrorCode::Unauthorized,
-            GuardError::OriginNotAllowed => ErrorCode::Forbidden,
-        }
-    }
-
-    fn extra_header(&self) -> Option<(&'static str, &'static str)> {
-        match self {
-            GuardError::MissingKey | GuardError::WrongKey => Some(("WWW-Authenticate", "Bearer")),
-            GuardError::OriginNotAllowed => None,
-        }
     }
 }
 

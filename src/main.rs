@@ -4,12 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use pubsub::config::Config;
-use pubsub::log::{self, Level};
-use pubsub::server::Server;
-
-#[cfg(feature = "count-allocations")]
-#[global_allocator]
-static ALLOCATOR: pubsub::alloc_count::Counting = pubsub::alloc_count::Counting;
+use pubsub::log::Level;
 
 const USAGE: &str = "usage: pubsub [--healthcheck | --version | --help]
   (no argument)   serve; configuration comes from environment variables (see README.md)
@@ -31,7 +26,7 @@ fn main() -> ExitCode {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        [] => serve(config),
+        [] => pubsub::server::serve(config),
         ["--healthcheck"] => healthcheck(&config),
         ["--version"] => {
             println!("pubsub {}", env!("CARGO_PKG_VERSION"));
@@ -44,26 +39,6 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
-        }
-    }
-}
-
-fn serve(config: Config) -> ExitCode {
-    log::set_level(config.log_level);
-    let server = match Server::bind(config.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            let addr = format!("{}:{}", config.host, config.port);
-            pubsub::log!(Level::Error, "bind_failed", "addr" => addr, "error" => e.to_string());
-            return ExitCode::from(1);
-        }
-    };
-    pubsub::log!(Level::Info, "listening", "addr" => server.local_addr().to_string(), "echo" => config.enable_echo);
-    match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            pubsub::log!(Level::Error, "event_loop_failed", "error" => e.to_string());
-            ExitCode::from(1)
         }
     }
 }

@@ -3,20 +3,10 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::stats::{Histogram, Stats};
+use crate::stats::{Histogram, Stats, UpgradeRefusal};
+use crate::ws::CloseCode;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Reasons an upgrade can be refused, always exported so the series exist from the start.
-pub const UPGRADE_REFUSALS: [&str; 5] = [
-    "unauthorized",
-    "origin",
-    "bad_handshake",
-    "unsupported_version",
-    "shutting_down",
-];
-/// Close codes the server sends.
-pub const CLOSE_CODES: [u16; 6] = [1000, 1001, 1002, 1007, 1008, 1009];
 
 pub struct Gauges {
     pub topics: usize,
@@ -98,11 +88,13 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "counter",
         "WebSocket upgrade requests refused, by reason.",
     );
-    for reason in UPGRADE_REFUSALS {
-        let n = c.upgrades_refused.get(reason).copied().unwrap_or(0);
+    // Every label from the start, so the series exist before the first refusal.
+    for reason in UpgradeRefusal::ALL {
         let _ = writeln!(
             out.0,
-            "pubsub_upgrades_refused_total{{reason=\"{reason}\"}} {n}"
+            "pubsub_upgrades_refused_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            c.upgrades_refused.get(reason)
         );
     }
     out.head(
@@ -110,9 +102,10 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "counter",
         "WebSocket close frames sent by the server, by status code.",
     );
-    for code in CLOSE_CODES
+    let sent_by_us = CloseCode::ALL.map(CloseCode::as_u16);
+    for code in sent_by_us
         .iter()
-        .chain(c.closes_sent.keys().filter(|k| !CLOSE_CODES.contains(k)))
+        .chain(c.closes_sent.keys().filter(|k| !sent_by_us.contains(k)))
     {
         let n = c.closes_sent.get(code).copied().unwrap_or(0);
         let _ = writeln!(out.0, "pubsub_closes_sent_total{{code=\"{code}\"}} {n}");

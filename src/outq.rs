@@ -2,7 +2,7 @@
 //! written many per vectored write. It counts what the backpressure bound applies to.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::rc::Rc;
 
 use crate::stats::Histogram;
@@ -42,12 +42,24 @@ struct Entry {
     bound: Bound,
 }
 
-/// What one flush did, for the loop's statistics.
+/// How far one flush goes: at least `bytes` (unless the socket refuses first or the queue
+/// empties), and on past that while the counted part is over `max_counted_frames` or
+/// `max_counted_bytes`, so a connection is never left over its bound by the budget alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLimit {
+    pub bytes: usize,
+    pub max_counted_frames: usize,
+    pub max_counted_bytes: usize,
+}
+
+/// What one flush did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Flushed {
     pub bytes: usize,
     pub write_calls: usize,
     pub frames: usize,
+    /// The socket took less than it was offered (`WouldBlock`): write interest is needed.
+    pub refused: bool,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +90,11 @@ impl OutQueue {
 
     pub fn counted_bytes(&self) -> usize {
         self.counted_bytes as usize
+    }
+
+    /// Whether the counted part is past either bound.
+    pub fn over(&self, max_frames: usize, max_bytes: usize) -> bool {
+        self.counted_frames() > max_frames || self.counted_bytes() > max_bytes
     }
 
     pub fn len(&self) -> usize {
@@ -136,16 +153,20 @@ impl OutQueue {
         }
     }
 
-    /// Writes as much as `w` takes, many frames per call. Stops at `WouldBlock` (not an error
-    /// here) or when empty; other errors are returned.
-    /// `per_call` records how many frames each call completed.
-    pub fn write_to<W: Write>(
+    /// Offers the queue to `send` (a vectored write: it returns how many bytes it took), many
+    /// frames per call, until the queue empties, the socket refuses (`WouldBlock`, not an error
+    /// here) or `limit` is reached. `per_call` records how many frames each call completed.
+    pub fn write_to(
         &mut self,
-        w: &mut W,
+        send: &mut dyn FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        limit: &WriteLimit,
         per_call: &mut Histogram,
     ) -> io::Result<Flushed> {
         let mut report = Flushed::default();
-        while !self.entries.is_empty() {
+        while !self.entries.is_empty()
+            && (report.bytes < limit.bytes
+                || self.over(limit.max_counted_frames, limit.max_counted_bytes))
+        {
             let written = {
                 let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut n = 0;
@@ -158,10 +179,13 @@ impl OutQueue {
                     });
                     n = i + 1;
                 }
-                match w.write_vectored(&slices[..n]) {
+                match send(&slices[..n]) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(k) => k,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        report.refused = true;
+                        break;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 }
@@ -208,32 +232,36 @@ impl OutQueue {
 mod tests {
     use super::*;
 
-    /// A writer that takes at most `cap` bytes per call, then blocks after `calls` calls.
+    const NO_LIMIT: WriteLimit = WriteLimit {
+        bytes: usize::MAX,
+        max_counted_frames: usize::MAX,
+        max_counted_bytes: usize::MAX,
+    };
+
+    /// A socket that takes at most `cap` bytes per call and refuses after `calls` calls.
     struct Trickle {
         out: Vec<u8>,
         cap: usize,
         calls: usize,
     }
 
-    impl Write for Trickle {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.write_vectored(&[IoSlice::new(buf)])
-        }
-        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            if self.calls == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            self.calls -= 1;
-            let mut n = 0;
-            for b in bufs {
-                let take = b.len().min(self.cap - n);
-                self.out.extend_from_slice(&b[..take]);
-                n += take;
-            }
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
+    impl Trickle {
+        fn flush(&mut self, q: &mut OutQueue, limit: &WriteLimit) -> Flushed {
+            let mut send = |bufs: &[IoSlice<'_>]| -> io::Result<usize> {
+                if self.calls == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                self.calls -= 1;
+                let mut n = 0;
+                for b in bufs {
+                    let take = b.len().min(self.cap - n);
+                    self.out.extend_from_slice(&b[..take]);
+                    n += take;
+                }
+                Ok(n)
+            };
+            q.write_to(&mut send, limit, &mut Histogram::default())
+                .unwrap()
         }
     }
 
@@ -253,14 +281,14 @@ mod tests {
             cap: 4,
             calls: 1,
         };
-        let r = q.write_to(&mut w, &mut Histogram::default()).unwrap();
-        assert_eq!((r.bytes, r.frames, r.write_calls), (4, 1, 1));
+        let r = w.flush(&mut q, &NO_LIMIT);
+        assert_eq!((r.bytes, r.frames, r.write_calls, r.refused), (4, 1, 1, true));
         assert_eq!((q.counted_frames(), q.bytes()), (1, 6));
         q.drop_unstarted();
         assert_eq!((q.len(), q.bytes(), q.counted_frames()), (1, 3, 0));
         w.calls = 10;
-        q.write_to(&mut w, &mut Histogram::default()).unwrap();
-        assert!(q.is_empty());
+        let r = w.flush(&mut q, &NO_LIMIT);
+        assert!(q.is_empty() && !r.refused);
         assert_eq!(w.out, b"abcdefg");
     }
 
@@ -275,8 +303,38 @@ mod tests {
             cap: usize::MAX,
             calls: 10,
         };
-        let r = q.write_to(&mut w, &mut Histogram::default()).unwrap();
+        let r = w.flush(&mut q, &NO_LIMIT);
         assert_eq!((r.write_calls, r.frames, r.bytes), (2, 100, 1000));
         assert_eq!(q.counted_frames(), 0);
+    }
+
+    #[test]
+    fn the_budget_stops_a_flush_unless_the_queue_is_over_its_bound() {
+        let fill = |q: &mut OutQueue| {
+            for _ in 0..10 {
+                q.push(Chunk::Owned(vec![7; 100]), Bound::Counted);
+            }
+        };
+        let mut w = Trickle {
+            out: vec![],
+            cap: 100,
+            calls: 100,
+        };
+        let mut q = OutQueue::default();
+        fill(&mut q);
+        let budget = WriteLimit {
+            bytes: 300,
+            ..NO_LIMIT
+        };
+        let r = w.flush(&mut q, &budget);
+        assert_eq!((r.bytes, r.refused, q.counted_frames()), (300, false, 7));
+        // Over a bound of 4 frames: written on past the budget until back under it.
+        let bounded = WriteLimit {
+            bytes: 100,
+            max_counted_frames: 4,
+            max_counted_bytes: usize::MAX,
+        };
+        let r = w.flush(&mut q, &bounded);
+        assert_eq!((r.bytes, q.counted_frames()), (300, 4));
     }
 }

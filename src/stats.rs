@@ -1,8 +1,78 @@
-//! Counters behind `/health` and `/stats`: what the server has done and what its loop does.
+//! Counters behind `/health`, `/stats` and `/metrics`: what the server has done and what its
+//! loop does, with the label tables both views list them by.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+/// Why an upgrade request was refused: the labels of `/stats` and `/metrics` alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeRefusal {
+    Unauthorized,
+    Origin,
+    BadHandshake,
+    UnsupportedVersion,
+    ShuttingDown,
+}
+
+impl UpgradeRefusal {
+    pub const ALL: [UpgradeRefusal; 5] = [
+        UpgradeRefusal::Unauthorized,
+        UpgradeRefusal::Origin,
+        UpgradeRefusal::BadHandshake,
+        UpgradeRefusal::UnsupportedVersion,
+        UpgradeRefusal::ShuttingDown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            UpgradeRefusal::Unauthorized => "unauthorized",
+            UpgradeRefusal::Origin => "origin",
+            UpgradeRefusal::BadHandshake => "bad_handshake",
+            UpgradeRefusal::UnsupportedVersion => "unsupported_version",
+            UpgradeRefusal::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Refused upgrades counted by reason; serialised with every label, zeros included.
+#[derive(Debug, Default, Clone)]
+pub struct UpgradeRefusals([u64; UpgradeRefusal::ALL.len()]);
+
+impl UpgradeRefusals {
+    pub fn add(&mut self, reason: UpgradeRefusal) {
+        self.0[reason as usize] += 1;
+    }
+
+    pub fn get(&self, reason: UpgradeRefusal) -> u64 {
+        self.0[reason as usize]
+    }
+}
+
+impl Serialize for UpgradeRefusals {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(UpgradeRefusal::ALL.len()))?;
+        for reason in UpgradeRefusal::ALL {
+            map.serialize_entry(reason.label(), &self.get(reason))?;
+        }
+        map.end()
+    }
+}
+
+static ALLOCATION_COUNTER: OnceLock<fn() -> u64> = OnceLock::new();
+
+/// A binary built with a counting allocator (the benchmark's `pubsub-counting`) registers it
+/// here, and `/stats` then reports `loop.allocations`.
+pub fn count_allocations_with(counter: fn() -> u64) {
+    let _ = ALLOCATION_COUNTER.set(counter);
+}
+
+/// Heap allocations since start, when a counting allocator is registered.
+pub fn allocations() -> Option<u64> {
+    ALLOCATION_COUNTER.get().map(|count| count())
+}
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ConnectionStats {
@@ -16,7 +86,7 @@ pub struct ConnectionStats {
     pub refused_per_ip: u64,
     pub upgrades: u64,
     /// Upgrade requests refused, by reason.
-    pub upgrades_refused: BTreeMap<&'static str, u64>,
+    pub upgrades_refused: UpgradeRefusals,
     /// Close frames the server sent, by status code.
     pub closes_sent: BTreeMap<u16, u64>,
 }
@@ -26,6 +96,8 @@ pub struct MessageStats {
     pub published: u64,
     pub delivered: u64,
     pub replayed: u64,
+    /// Shown once, at the top of `/stats`.
+    #[serde(skip)]
     pub slow_consumer_disconnects: u64,
     pub heartbeat_timeouts: u64,
     pub rate_limited: u64,
@@ -98,5 +170,15 @@ mod tests {
         assert_eq!(h.count, 9);
         assert_eq!(Histogram::bound(3), Some(8));
         assert_eq!(Histogram::bound(11), None);
+    }
+
+    #[test]
+    fn refusals_serialise_with_every_label() {
+        let mut r = UpgradeRefusals::default();
+        r.add(UpgradeRefusal::Origin);
+        r.add(UpgradeRefusal::Origin);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), UpgradeRefusal::ALL.len());
+        assert_eq!((v["origin"].as_u64(), v["shutting_down"].as_u64()), (Some(2), Some(0)));
     }
 }

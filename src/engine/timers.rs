@@ -1,17 +1,19 @@
-//! Deadlines (header, idle, close linger) in one binary heap with at most one live entry per
-//! connection, and the heartbeat sweep's schedule: nothing is scanned per tick.
+//! Deadlines (a request head's arrival, keep-alive idleness, close linger) in one binary heap
+//! with at most one live entry per connection, and the heartbeat sweep's schedule: nothing is
+//! scanned per tick.
 
 use std::cmp::Reverse;
 use std::time::Instant;
 
-use super::{slot, Engine, Phase};
+use super::conn::Lifecycle;
+use super::Engine;
 use crate::log::Level;
+use crate::outq::{Bound, Chunk};
+use crate::ws::frame::{encode_frame, OpCode};
 
 impl<S> Engine<S> {
     pub(super) fn set_deadline(&mut self, key: usize, at: Instant) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
+        let c = &mut self.conns[key];
         c.deadline = Some(at);
         if c.scheduled.is_none_or(|s| at < s) {
             c.scheduled = Some(at);
@@ -20,35 +22,33 @@ impl<S> Engine<S> {
     }
 
     pub(super) fn clear_deadline(&mut self, key: usize) {
-        if let Some(c) = self.conns.get_mut(key) {
-            c.deadline = None;
-        }
+        self.conns[key].deadline = None;
     }
 
-    /// When `tick` next has work: the nearest deadline or heartbeat.
+    /// When the engine next has timed work: the nearest deadline or heartbeat.
     pub fn next_wakeup(&self) -> Instant {
         let timer = self.timers.peek().map(|Reverse((t, _))| *t);
         timer.map_or(self.next_heartbeat, |t| t.min(self.next_heartbeat))
     }
 
     /// Expires deadlines and sends heartbeats due by `now`.
-    pub fn tick(&mut self, now: Instant) {
+    pub(super) fn expire(&mut self, now: Instant) {
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let key = slot(id);
-            let Some(c) = self.conns.get_mut(key).filter(|c| c.id == id) else {
+            let Some(key) = self.key_of(id) else {
                 continue;
             };
+            let c = &mut self.conns[key];
             if c.scheduled == Some(at) {
                 c.scheduled = None;
             }
             match c.deadline {
                 Some(d) if d <= now => {
                     c.deadline = None;
-                    self.expire(key);
+                    self.deadline_passed(key);
                 }
                 // The deadline moved later: schedule it anew unless an entry is pending.
                 Some(d) if c.scheduled.is_none() => {
@@ -64,17 +64,49 @@ impl<S> Engine<S> {
         }
     }
 
-    fn expire(&mut self, key: usize) {
-        let Some(c) = self.conns.get(key) else { return };
-        let reason = match &c.phase {
-            Phase::Http(_) if c.inbuf.is_empty() => "idle_timeout",
-            Phase::Http(_) => "header_timeout",
-            Phase::WebSocket(_) => "close_linger_expired",
-            Phase::Draining { .. } => "drain_expired",
+    fn deadline_passed(&mut self, key: usize) {
+        let c = &self.conns[key];
+        let reason = match &c.state {
+            Lifecycle::Http(h) if h.in_request => "header_timeout",
+            Lifecycle::Http(_) => "idle_timeout",
+            Lifecycle::Open(_) | Lifecycle::Closing(_) => "close_linger_expired",
+            Lifecycle::Draining { .. } => "drain_expired",
+            Lifecycle::Closed => return,
         };
         if reason == "header_timeout" {
-            crate::log!(Level::Info, "header_timeout", "conn" => c.id, "peer" => c.peer.to_string());
+            crate::log!(Level::Info, "header_timeout", "conn" => c.id.as_u64(), "peer" => c.peer.to_string());
         }
-        self.doom(key, reason);
+        self.close(key, reason);
+    }
+
+    /// Pings every open WebSocket and closes those silent for two intervals; gives back the
+    /// buffer memory of idle ones.
+    fn heartbeat(&mut self, now: Instant) {
+        let silent_limit = self.config.heartbeat_interval * 2;
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.takes_events())
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let c = &mut self.conns[key];
+            c.out.release_if_idle();
+            if c.input.is_empty() && c.input.capacity() > 0 {
+                c.input = Vec::new();
+            }
+            if now.saturating_duration_since(c.last_seen) >= silent_limit {
+                self.stats.messages.heartbeat_timeouts += 1;
+                crate::log!(Level::Info, "heartbeat_timeout", "conn" => c.id.as_u64());
+                self.close(key, "heartbeat_timeout");
+            } else {
+                // Not an answer: never held behind deferred ones.
+                self.push(
+                    key,
+                    Chunk::Owned(encode_frame(OpCode::Ping, b"")),
+                    Bound::Exempt,
+                );
+            }
+        }
     }
 }

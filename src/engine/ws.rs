@@ -1,64 +1,61 @@
-//! The WebSocket phase: frames to messages, the pub/sub protocol on top, fan-out with its
-//! backpressure bound, the close handshake and heartbeats.
+//! The WebSocket phase: frames to messages, the pub/sub protocol on top, fan-out, the
+//! slow-consumer cut and the close handshake.
 
 use std::rc::Rc;
 use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use super::{slot, Consumed, Engine, Phase};
-use crate::broker::{BrokerError, ConnId};
-use crate::error::ErrorCode;
+use super::conn::Lifecycle;
+use super::{Engine, Stop};
+use crate::broker::BrokerError;
+use crate::error::{close_code, Failure};
+use crate::ids::{ConnId, Replay, TopicName};
 use crate::log::Level;
 use crate::outq::{Bound, Chunk};
-use crate::protocol::{self, Ack, ClientMessage, MessageError, Replay};
+use crate::protocol::{self, Ack, ClientMessage, MessageError};
 use crate::ws::frame::{encode_close, encode_frame, OpCode};
 use crate::ws::{CloseCode, Event, WsError};
-
-/// An echo connection stops being read while this much waits for it (the echo route is exempt
-/// from the event queue bound, which would cut the conformance suite's 16 MiB messages).
-pub const ECHO_OUTQ_PAUSE_BYTES: usize = 32 << 20;
 
 /// The event serialisation buffer is kept between publishes up to this size (bigger messages
 /// get a buffer of their own each time, so one large publish does not pin its memory).
 const EVENT_BUF_KEEP: usize = 64 * 1024 + 1024;
+/// A publish costs one unit of its connection's budget, plus one per this many deliveries.
+const DELIVERIES_PER_UNIT: usize = 64;
 
 impl<S> Engine<S> {
-    pub(super) fn consume_ws(&mut self, key: usize, buf: &mut [u8], now: Instant) -> Consumed {
+    /// Decodes frames at the start of `buf` and handles their messages within the budget.
+    pub(super) fn consume_ws(
+        &mut self,
+        key: usize,
+        buf: &mut [u8],
+        budget: &mut u32,
+        now: Instant,
+    ) -> (usize, Stop) {
         let mut pos = 0;
         loop {
-            let conn = &mut self.conns[key];
-            let Phase::WebSocket(ws) = &mut conn.phase else {
-                return Consumed {
-                    bytes: buf.len(),
-                    phase_changed: false,
-                };
-            };
-            if conn.doomed {
-                return Consumed {
-                    bytes: buf.len(),
-                    phase_changed: false,
-                };
+            if pos < buf.len() && *budget == 0 {
+                return (pos, Stop::Budget);
             }
+            if pos < buf.len() && self.paused(key) {
+                return (pos, Stop::Paused);
+            }
+            let c = &mut self.conns[key];
+            let (Lifecycle::Open(ws) | Lifecycle::Closing(ws)) = &mut c.state else {
+                return (buf.len(), Stop::Done);
+            };
             match ws.session.decode(&mut buf[pos..]) {
-                Ok((0, None)) => {
-                    return Consumed {
-                        bytes: pos,
-                        phase_changed: false,
-                    }
-                }
+                Ok((0, None)) => return (pos, Stop::NeedMore),
                 Ok((n, event)) => {
                     pos += n;
+                    *budget -= 1;
                     if let Some(event) = event {
-                        self.on_event(key, event, now);
+                        self.on_event(key, event, budget, now);
                     }
                 }
                 Err(e) => {
                     self.fail(key, e, now);
-                    return Consumed {
-                        bytes: buf.len(),
-                        phase_changed: false,
-                    };
+                    return (buf.len(), Stop::Done);
                 }
             }
         }
@@ -67,92 +64,67 @@ impl<S> Engine<S> {
     /// A protocol violation: close with its code and stop reading (RFC 6455 §7.1.7).
     fn fail(&mut self, key: usize, e: WsError, now: Instant) {
         let c = &self.conns[key];
-        crate::log!(Level::Info, "websocket_protocol_error", "conn" => c.id, "error" => e.to_string(), "code" => e.close_code().as_u16());
-        if let Phase::WebSocket(ws) = &c.phase {
-            if !ws.close_sent {
-                let frame = self.close_frame(e.close_code().as_u16(), &e.to_string());
-                self.push(key, Chunk::Owned(frame), Bound::Exempt);
-            }
+        let code = close_code(&e).as_u16();
+        crate::log!(Level::Info, "websocket_protocol_error", "conn" => c.id.as_u64(), "error" => e.to_string(), "code" => code);
+        if matches!(c.state, Lifecycle::Open(_)) {
+            self.queue_close(key, code, &e.to_string());
         }
         self.drain(key, now);
     }
 
-    fn on_event(&mut self, key: usize, event: Event<'_>, now: Instant) {
-        let Phase::WebSocket(ws) = &self.conns[key].phase else {
-            return;
+    fn on_event(&mut self, key: usize, event: Event<'_>, budget: &mut u32, now: Instant) {
+        let (echo, closing) = match &self.conns[key].state {
+            Lifecycle::Open(ws) => (ws.echo, false),
+            Lifecycle::Closing(ws) => (ws.echo, true),
+            _ => return,
         };
-        let (echo, close_sent) = (ws.echo, ws.close_sent);
         match event {
-            Event::Ping(payload) => {
-                if !close_sent {
-                    self.push(
-                        key,
-                        Chunk::Owned(encode_frame(OpCode::Pong, payload)),
-                        Bound::Exempt,
-                    );
-                }
-            }
-            Event::Pong(_) => {}
+            // A control frame's answer, not a request's: never held behind deferred answers.
+            Event::Ping(payload) if !closing => self.push(
+                key,
+                Chunk::Owned(encode_frame(OpCode::Pong, payload)),
+                Bound::Exempt,
+            ),
             Event::Close(code, _) => {
-                if !close_sent {
-                    let reply = match code {
-                        Some(code) => self.close_frame(code, ""),
-                        None => encode_frame(OpCode::Close, &[]),
-                    };
-                    self.push(key, Chunk::Owned(reply), Bound::Exempt);
+                if !closing {
+                    match code {
+                        Some(code) => self.queue_close(key, code, ""),
+                        None => self.push(
+                            key,
+                            Chunk::Owned(encode_frame(OpCode::Close, &[])),
+                            Bound::Exempt,
+                        ),
+                    }
                 }
                 self.drain(key, now);
             }
             // After the server's close frame, data is read but ignored (§5.5.1).
-            _ if close_sent => {}
-            Event::Text(text) if echo => {
-                self.push(
-                    key,
-                    Chunk::Owned(encode_frame(OpCode::Text, &text)),
-                    Bound::Exempt,
-                );
-            }
-            Event::Binary(data) if echo => {
-                self.push(
-                    key,
-                    Chunk::Owned(encode_frame(OpCode::Binary, &data)),
-                    Bound::Exempt,
-                );
-            }
-            Event::Text(text) => self.on_message(key, &text, now),
+            Event::Ping(_) | Event::Pong(_) => {}
+            _ if closing => {}
+            Event::Text(text) if echo => self.answer(key, encode_frame(OpCode::Text, &text)),
+            Event::Binary(data) if echo => self.answer(key, encode_frame(OpCode::Binary, &data)),
+            Event::Text(text) => self.on_message(key, &text, budget, now),
             Event::Binary(_) => {
-                let ts = crate::time::Timestamp::now();
-                let e = MessageError::Binary;
-                self.reply(
-                    key,
-                    protocol::error_frame(None, None, e.code(), &e.to_string(), &ts),
-                );
+                let frame =
+                    protocol::error_frame(None, None, &MessageError::Binary.into(), &self.ts);
+                self.answer(key, frame);
             }
         }
     }
 
-    /// Queues a reply to this connection's own request. Replies do not count against the
-    /// slow-consumer bound: a client that does not read them is paced instead, by the server
-    /// not reading its requests while `MAX_QUEUE_BYTES` of output wait (see `wants_read`).
-    fn reply(&mut self, key: usize, frame: Vec<u8>) {
-        self.push(key, Chunk::Owned(frame), Bound::Exempt);
-    }
-
-    fn on_message(&mut self, key: usize, text: &[u8], now: Instant) {
-        let ts = crate::time::Timestamp::now();
+    fn on_message(&mut self, key: usize, text: &[u8], budget: &mut u32, now: Instant) {
         let incoming = match protocol::parse(text) {
             Ok(m) => m,
             Err(e) => {
                 let rid = protocol::salvage_request_id(text);
-                self.reply(
-                    key,
-                    protocol::error_frame(rid, None, e.code(), &e.to_string(), &ts),
-                );
+                let frame = protocol::error_frame(rid, None, &e.into(), &self.ts);
+                self.answer(key, frame);
                 return;
             }
         };
         let rid = incoming.request_id;
         let id = self.conns[key].id;
+        let ts = self.ts;
         let frame = match incoming.message {
             ClientMessage::Ping => protocol::pong_frame(rid, &ts),
             ClientMessage::Subscribe {
@@ -173,42 +145,43 @@ impl<S> Engine<S> {
                     if !sub.newly {
                         ack.already_subscribed = Some(true);
                     }
-                    self.reply(key, protocol::text_frame(&ack));
                     self.stats.messages.replayed += sub.replay.len() as u64;
-                    for frame in sub.replay {
-                        self.push(key, Chunk::Shared(frame), Bound::Exempt);
-                    }
-                    crate::log!(Level::Debug, "subscribed", "conn" => id, "topic" => &*topic, "client_id" => &*client_id);
+                    // The ack, then the replay: one answer, so nothing can come between.
+                    let mut answer = Vec::with_capacity(1 + sub.replay.len());
+                    answer.push(Chunk::Owned(protocol::text_frame(&ack)));
+                    answer.extend(sub.replay.into_iter().map(Chunk::Shared));
+                    self.answer_chunks(key, answer);
+                    crate::log!(Level::Debug, "subscribed", "conn" => id.as_u64(), "topic" => topic.as_str(), "client_id" => &*client_id);
                     return;
                 }
-                Err(e) => broker_error(rid, &topic, &e, &ts),
+                Err(e) => topic_error(rid, &topic, e, &ts),
             },
             ClientMessage::Unsubscribe { topic, .. } => match self.broker.unsubscribe(id, &topic) {
                 Ok(()) => protocol::text_frame(&Ack::new(rid, &topic, &ts)),
-                Err(e) => broker_error(rid, &topic, &e, &ts),
+                Err(e) => topic_error(rid, &topic, e, &ts),
             },
             ClientMessage::Publish { .. } if !self.take_publish_token(key, now) => {
                 self.stats.messages.rate_limited += 1;
-                let message = format!(
-                    "publish rate limit of {} per second exceeded",
-                    self.config.publish_rate_limit
-                );
-                protocol::error_frame(rid, None, ErrorCode::RateLimited, &message, &ts)
+                let failure = Failure::RateLimited {
+                    per_second: self.config.publish_rate_limit,
+                };
+                protocol::error_frame(rid, None, &failure, &ts)
             }
             ClientMessage::Publish {
                 topic,
                 id: message_id,
                 payload,
-            } => match self.publish(&topic, &message_id, payload, &ts, now) {
-                Ok(seq) => {
+            } => match self.publish(&topic, &message_id, payload) {
+                Ok((seq, deliveries)) => {
+                    *budget -= (deliveries / DELIVERIES_PER_UNIT).min(*budget as usize) as u32;
                     let mut ack = Ack::new(rid, &topic, &ts);
                     ack.seq = Some(seq);
                     protocol::text_frame(&ack)
                 }
-                Err(e) => broker_error(rid, &topic, &e, &ts),
+                Err(e) => topic_error(rid, &topic, e, &ts),
             },
         };
-        self.reply(key, frame);
+        self.answer(key, frame);
     }
 
     fn take_publish_token(&mut self, key: usize, now: Instant) -> bool {
@@ -216,8 +189,8 @@ impl<S> Engine<S> {
             self.config.publish_rate_limit,
             self.config.publish_rate_burst,
         );
-        match &mut self.conns[key].phase {
-            Phase::WebSocket(ws) => match &mut ws.bucket {
+        match &mut self.conns[key].state {
+            Lifecycle::Open(ws) => match &mut ws.bucket {
                 Some(bucket) => {
                     bucket.take(rate, if burst == 0 { rate.max(1) } else { burst }, now)
                 }
@@ -227,165 +200,107 @@ impl<S> Engine<S> {
         }
     }
 
-    /// A close frame, counted by code.
-    fn close_frame(&mut self, code: u16, reason: &str) -> Vec<u8> {
-        *self.stats.connections.closes_sent.entry(code).or_insert(0) += 1;
-        encode_close(code, reason)
-    }
-
-    /// Records the event and queues its one shared frame for every subscriber.
+    /// Records the event and queues its one shared frame for every subscriber; returns its
+    /// seq and how many subscribers it was queued for. No bound is checked here: whether a
+    /// subscriber keeps up is decided when its socket is offered what it was queued.
     fn publish(
         &mut self,
-        topic: &str,
+        topic: &TopicName<'_>,
         id: &str,
         payload: &RawValue,
-        ts: &str,
-        now: Instant,
-    ) -> Result<u64, BrokerError> {
+    ) -> Result<(u64, usize), BrokerError> {
         // Serialised into a buffer the engine keeps, then copied once into the shared frame.
         let mut buf = std::mem::take(&mut self.event_buf);
+        let ts = self.ts;
         let published = self.broker.publish(topic, |seq| {
-            let start = protocol::event_frame_into(&mut buf, topic, id, payload, seq, ts);
+            let start = protocol::event_frame_into(&mut buf, topic, id, payload, seq, &ts);
             Rc::from(&buf[start..])
         });
         if buf.capacity() <= EVENT_BUF_KEEP {
             self.event_buf = buf;
         }
         let published = published?;
-        let seq = published.seq;
-        let frame = published.frame;
+        let (seq, frame) = (published.seq, published.frame);
         let mut targets = std::mem::take(&mut self.fanout);
         targets.clear();
         targets.extend_from_slice(published.subscribers);
         self.stats.messages.published += 1;
         // The hot loop: one slab lookup and a pointer push per subscriber, touching only the
         // connection's own fields (the WebSocket state behind its Box stays cold).
-        let (max_frames, max_bytes) = (
-            self.config.subscriber_queue_size,
-            self.config.max_queue_bytes,
-        );
         let mut delivered = 0;
         for &sub in &targets {
-            let key = slot(sub);
+            let key = sub.slot();
             let Some(c) = self.conns.get_mut(key) else {
                 continue;
             };
-            if c.id != sub || !c.receiving {
+            if c.id != sub || !c.takes_events() {
                 continue;
             }
-            c.outq.push(Chunk::Shared(frame.clone()), Bound::Counted);
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(key);
+            c.out.push(Chunk::Shared(frame.clone()), Bound::Counted);
+            if !c.marks.on_dirty_list {
+                c.marks.on_dirty_list = true;
+                self.lists.dirty.push(sub);
             }
             delivered += 1;
-            if c.outq.counted_frames() > max_frames || c.outq.counted_bytes() > max_bytes {
-                self.check_bound(key, now);
-            }
         }
-        self.stats.messages.delivered += delivered;
+        self.stats.messages.delivered += delivered as u64;
         self.fanout = targets;
-        self.reap_slow();
-        Ok(seq)
+        Ok((seq, delivered))
     }
 
     /// The slab key of a WebSocket connection that can still be sent events.
     pub(super) fn live_ws(&self, id: ConnId) -> Option<usize> {
-        let key = slot(id);
-        self.conns
-            .get(key)
-            .filter(|c| c.id == id && c.receiving)
-            .map(|_| key)
+        self.key_of(id).filter(|&k| self.conns[k].takes_events())
     }
 
-    /// Past `SUBSCRIBER_QUEUE_SIZE` frames or `MAX_QUEUE_BYTES`, the connection is a slow
-    /// consumer: what it has not started receiving is dropped, it gets SLOW_CONSUMER and close
-    /// 1008, and it leaves every topic.
-    pub(super) fn check_bound(&mut self, key: usize, now: Instant) {
+    /// Whether the slow-consumer bound applies: a pub/sub WebSocket that takes events.
+    pub(super) fn bounded(&self, key: usize) -> bool {
+        matches!(&self.conns[key].state, Lifecycle::Open(ws) if !ws.echo)
+    }
+
+    /// The socket refused and the live events left are over `SUBSCRIBER_QUEUE_SIZE` frames or
+    /// `MAX_QUEUE_BYTES`: what it has not started receiving is dropped, it gets SLOW_CONSUMER
+    /// and close 1008, and it leaves every topic.
+    pub(super) fn cut_slow_consumer(&mut self, key: usize, now: Instant) {
         let c = &mut self.conns[key];
-        let over = c.outq.counted_frames() > self.config.subscriber_queue_size
-            || c.outq.counted_bytes() > self.config.max_queue_bytes;
-        let Phase::WebSocket(ws) = &mut c.phase else {
-            return;
+        let failure = Failure::SlowConsumer {
+            frames: c.out.counted_frames(),
+            bytes: c.out.counted_bytes(),
+            max_frames: self.config.subscriber_queue_size,
+            max_bytes: self.config.max_queue_bytes,
         };
-        if !over || ws.close_sent || ws.echo {
-            return;
-        }
-        let (frames, bytes) = (c.outq.counted_frames(), c.outq.counted_bytes());
-        c.outq.drop_unstarted();
-        let ts = crate::time::Timestamp::now();
-        let message = format!(
-            "outbound queue exceeded ({frames} frames, {bytes} bytes; limits {} frames, {} bytes)",
-            self.config.subscriber_queue_size, self.config.max_queue_bytes
-        );
-        let notice = protocol::error_frame(None, None, ErrorCode::SlowConsumer, &message, &ts);
-        c.outq.push(Chunk::Owned(notice), Bound::Exempt);
+        c.out.drop_unstarted();
+        // Not an answer: it goes out even while answers are held.
+        let notice = protocol::error_frame(None, None, &failure, &self.ts);
+        c.out.push(Chunk::Owned(notice), Bound::Exempt);
         self.stats.messages.slow_consumer_disconnects += 1;
-        self.slow.push(c.id);
-        crate::log!(Level::Warn, "slow_consumer", "conn" => c.id, "frames" => frames, "bytes" => bytes);
+        let id = c.id;
+        crate::log!(Level::Warn, "slow_consumer", "conn" => id.as_u64(), "error" => failure.to_string());
+        self.broker.disconnect(id);
         self.start_close(key, CloseCode::PolicyViolation, "slow consumer", now);
-    }
-
-    /// Takes slow consumers off every topic (after a fan-out, whose subscriber list it changes).
-    pub(super) fn reap_slow(&mut self) {
-        for id in std::mem::take(&mut self.slow) {
-            self.broker.disconnect(id);
-        }
     }
 
     /// The server closes: queue the close frame and wait (bounded) for the peer's.
     pub(super) fn start_close(&mut self, key: usize, code: CloseCode, reason: &str, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else {
+        let Lifecycle::Open(_) = self.conns[key].state else {
             return;
         };
-        let Phase::WebSocket(ws) = &mut c.phase else {
-            return;
-        };
-        if ws.close_sent {
-            return;
+        self.queue_close(key, code.as_u16(), reason);
+        // Open and Closing count alike in the gauges, so the state moves without them.
+        let c = &mut self.conns[key];
+        if let Lifecycle::Open(ws) = std::mem::replace(&mut c.state, Lifecycle::Closed) {
+            c.state = Lifecycle::Closing(ws);
         }
-        ws.close_sent = true;
-        c.outq.push(
-            Chunk::Owned(encode_close(code.as_u16(), reason)),
-            Bound::Exempt,
-        );
-        self.mark_dirty(key);
         self.set_deadline(key, now + self.config.close_linger);
     }
 
-    /// Pings every WebSocket; closes those silent for two intervals.
-    pub(super) fn heartbeat(&mut self, now: Instant) {
-        let silent_limit = self.config.heartbeat_interval * 2;
-        let keys: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                matches!(&c.phase, Phase::WebSocket(ws) if !ws.close_sent) && !c.doomed
-            })
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            let c = &mut self.conns[key];
-            c.outq.release_if_idle();
-            if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
-                c.inbuf = Vec::new();
-            }
-            if now.saturating_duration_since(c.last_seen) >= silent_limit {
-                self.stats.messages.heartbeat_timeouts += 1;
-                crate::log!(Level::Info, "heartbeat_timeout", "conn" => c.id);
-                self.doom(key, "heartbeat_timeout");
-            } else {
-                self.push(
-                    key,
-                    Chunk::Owned(encode_frame(OpCode::Ping, b"")),
-                    Bound::Exempt,
-                );
-            }
-        }
+    /// A close frame, counted by code (closes are not answers: they are never held back).
+    fn queue_close(&mut self, key: usize, code: u16, reason: &str) {
+        *self.stats.connections.closes_sent.entry(code).or_insert(0) += 1;
+        self.push(key, Chunk::Owned(encode_close(code, reason)), Bound::Exempt);
     }
 }
 
-fn broker_error(rid: Option<&RawValue>, topic: &str, e: &BrokerError, ts: &str) -> Vec<u8> {
-    use crate::error::HttpFailure;
-    protocol::error_frame(rid, Some(topic), e.code(), &e.to_string(), ts)
+fn topic_error(rid: Option<&RawValue>, topic: &str, e: BrokerError, ts: &str) -> Vec<u8> {
+    protocol::error_frame(rid, Some(topic), &e.into(), ts)
 }

@@ -1,7 +1,10 @@
-//! HTTP/1.1 by hand: request parsing on httparse and response encoding, both without I/O.
+//! HTTP/1.1 by hand: request parsing on httparse, request targets and response encoding, all
+//! without I/O.
 
 pub mod request;
 pub mod response;
+pub mod target;
 
 pub use request::{parse_request, Parsed, Request, RequestError, RequestLimits};
 pub use response::Response;
+pub use target::percent_decode;

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::error::{ErrorCode, HttpFailure};
+use super::target::split_target;
 
 /// At most this many headers per request; more is answered like an oversized head.
 pub const MAX_HEADERS: usize = 64;
@@ -99,25 +99,6 @@ impl fmt::Display for RequestError {
     }
 }
 
-impl HttpFailure for RequestError {
-    fn status(&self) -> u16 {
-        match self {
-            RequestError::HeadTooLarge => 431,
-            RequestError::BodyTooLarge { .. } => 413,
-            RequestError::UnsupportedTransferEncoding => 501,
-            _ => 400,
-        }
-    }
-
-    fn code(&self) -> ErrorCode {
-        match self {
-            RequestError::HeadTooLarge => ErrorCode::HeadersTooLarge,
-            RequestError::BodyTooLarge { .. } => ErrorCode::PayloadTooLarge,
-            _ => ErrorCode::BadRequest,
-        }
-    }
-}
-
 fn malformed(e: httparse::Error) -> RequestError {
     match e {
         httparse::Error::TooManyHeaders => RequestError::HeadTooLarge,
@@ -201,29 +182,6 @@ pub fn parse_request<'a>(
     }
     request.body = Cow::Borrowed(&rest[..body_len]);
     Ok(Parsed::Complete(request, head_len + body_len))
-}
-
-fn split_target(target: &str) -> Result<(&str, Option<&str>), RequestError> {
-    // Absolute-form (`http://host/path`) must be accepted by servers (RFC 9112 §3.2.2).
-    let origin_form = match target.find("://") {
-        Some(i)
-            if target[..i].eq_ignore_ascii_case("http")
-                || target[..i].eq_ignore_ascii_case("https") =>
-        {
-            let after = &target[i + 3..];
-            after.find('/').map_or("/", |j| &after[j..])
-        }
-        _ => target,
-    };
-    if !origin_form.starts_with('/') && origin_form != "*" {
-        return Err(RequestError::Malformed(
-            "request target must be an absolute path",
-        ));
-    }
-    Ok(match origin_form.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (origin_form, None),
-    })
 }
 
 enum Framing {
@@ -338,18 +296,20 @@ mod tests {
     }
 
     #[test]
-    fn every_split_point_gives_the_same_result() {
+    fn every_prefix_is_partial_and_the_whole_is_the_request() {
         let full: &[u8] =
             b"POST /topics HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n{\"name\":\"order\"}";
-        let (want, want_n) = complete(full);
         for cut in 0..full.len() {
             match parse_request(&full[..cut], &LIMITS).unwrap() {
                 Parsed::Partial { .. } => {}
                 other => panic!("cut {cut}: {other:?}"),
             }
         }
-        let (got, n) = complete(full);
-        assert_eq!((got, n), (want, want_n));
+        let (r, n) = complete(full);
+        assert_eq!(
+            (r.method, r.path, r.query, r.header("host"), &r.body[..], n),
+            ("POST", "/topics", None, Some(&b"x"[..]), &b"{\"name\":\"order\"}"[..], full.len())
+        );
     }
 
     #[test]
@@ -428,7 +388,8 @@ mod tests {
         ];
         for (input, status) in cases {
             let err = parse_request(input, &LIMITS).unwrap_err();
-            assert_eq!(err.status(), *status, "{}", String::from_utf8_lossy(input));
+            let wire = crate::error::Failure::from(err).wire();
+            assert_eq!(wire.status, *status, "{}", String::from_utf8_lossy(input));
         }
     }
 
@@ -450,7 +411,10 @@ mod tests {
             many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        assert_eq!(parse_request(&many, &LIMITS).unwrap_err().status(), 431);
+        assert_eq!(
+            parse_request(&many, &LIMITS).unwrap_err(),
+            RequestError::HeadTooLarge
+        );
     }
 
     #[test]

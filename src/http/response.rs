@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::error::HttpFailure;
+use crate::error::Failure;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -36,21 +36,17 @@ impl Response {
         r
     }
 
-    /// `{"error":{"code":"...","message":"..."}}` with the failure's status.
-    pub fn error(failure: &dyn HttpFailure) -> Response {
+    /// `{"error":{"code":"...","message":"..."}}` with the failure's status and header.
+    pub fn error(failure: &Failure) -> Response {
+        let wire = failure.wire();
         let body = serde_json::json!({
-            "error": { "code": failure.code().as_str(), "message": failure.to_string() }
+            "error": { "code": wire.code.as_str(), "message": failure.to_string() }
         });
-        let mut r = Response::json(failure.status(), &body);
-        if let Some((name, value)) = failure.extra_header() {
+        let mut r = Response::json(wire.status, &body);
+        if let Some((name, value)) = wire.header {
             r.headers.push((name, value.into()));
         }
         r
-    }
-
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
-        self.headers.push((name, value.into()));
-        self
     }
 
     pub fn closing(mut self) -> Response {
@@ -97,14 +93,10 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
-        408 => "Request Timeout",
         409 => "Conflict",
-        411 => "Length Required",
         413 => "Content Too Large",
         426 => "Upgrade Required",
-        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Unknown",

@@ -10,8 +10,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::broker::is_valid_topic_name;
-use crate::error::ErrorCode;
+pub use crate::ids::Replay;
+use crate::ids::{InvalidTopicName, TopicName};
 
 mod server;
 pub use server::{
@@ -19,26 +19,19 @@ pub use server::{
     Ack, MAX_SERVER_HEADER,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replay {
-    None,
-    LastN(u64),
-    SinceSeq(u64),
-}
-
 #[derive(Debug)]
 pub enum ClientMessage<'a> {
     Subscribe {
-        topic: Cow<'a, str>,
+        topic: TopicName<'a>,
         client_id: Cow<'a, str>,
         replay: Replay,
     },
     Unsubscribe {
-        topic: Cow<'a, str>,
+        topic: TopicName<'a>,
         client_id: Cow<'a, str>,
     },
     Publish {
-        topic: Cow<'a, str>,
+        topic: TopicName<'a>,
         id: Cow<'a, str>,
         payload: &'a RawValue,
     },
@@ -52,7 +45,7 @@ pub struct Incoming<'a> {
     pub message: ClientMessage<'a>,
 }
 
-/// Why a client message was refused: each one is a `BAD_REQUEST` with its own message.
+/// Why a client message was refused, each with its own message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageError {
     NotJson(String),
@@ -63,15 +56,9 @@ pub enum MessageError {
     },
     UnknownType(String),
     InvalidUuid,
-    InvalidTopicName,
+    InvalidTopicName(InvalidTopicName),
     ReplayConflict,
     Binary,
-}
-
-impl MessageError {
-    pub fn code(&self) -> ErrorCode {
-        ErrorCode::BadRequest
-    }
 }
 
 impl fmt::Display for MessageError {
@@ -85,9 +72,7 @@ impl fmt::Display for MessageError {
                 "unknown message type {t:?}: expected subscribe, unsubscribe, publish or ping"
             ),
             MessageError::InvalidUuid => f.write_str("message.id must be a valid UUID"),
-            MessageError::InvalidTopicName => f.write_str(
-                "topic must be 1 to 128 characters of letters, digits, '.', '_', '-' or ':'",
-            ),
+            MessageError::InvalidTopicName(e) => e.fmt(f),
             MessageError::ReplayConflict => {
                 f.write_str("last_n and since_seq cannot be used together")
             }
@@ -203,12 +188,8 @@ fn required_str<'a>(
     })
 }
 
-fn topic<'a>(raw: Option<&'a RawValue>) -> Result<Cow<'a, str>, MessageError> {
-    let name = required_str(raw, "topic")?;
-    if !is_valid_topic_name(&name) {
-        return Err(MessageError::InvalidTopicName);
-    }
-    Ok(name)
+fn topic<'a>(raw: Option<&'a RawValue>) -> Result<TopicName<'a>, MessageError> {
+    TopicName::new(required_str(raw, "topic")?).map_err(MessageError::InvalidTopicName)
 }
 
 fn optional_u64(raw: Option<&RawValue>, field: &'static str) -> Result<Option<u64>, MessageError> {
@@ -239,7 +220,7 @@ mod tests {
         let m = parse(br#"{"type":"subscribe","topic":"orders","client_id":"s1","last_n":5,"request_id":"r1"}"#).unwrap();
         assert_eq!(m.request_id.map(|r| r.get()), Some(r#""r1""#));
         assert!(
-            matches!(m.message, ClientMessage::Subscribe { ref topic, replay: Replay::LastN(5), .. } if topic == "orders")
+            matches!(m.message, ClientMessage::Subscribe { ref topic, replay: Replay::LastN(5), .. } if topic.as_str() == "orders")
         );
         let m = parse(br#"{"type":"subscribe","topic":"orders","client_id":"s1","since_seq":7}"#)
             .unwrap();
@@ -287,7 +268,7 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"type":"subscribe","topic":"a b","client_id":"a"}"#),
-            MessageError::InvalidTopicName
+            MessageError::InvalidTopicName(InvalidTopicName)
         );
         assert_eq!(
             err(r#"{"type":"subscribe","topic":"a"}"#),
@@ -319,10 +300,6 @@ mod tests {
             MessageError::MissingField("message.payload")
         );
         assert_eq!(
-            err(MessageError::InvalidUuid.to_string().as_str()).code(),
-            ErrorCode::BadRequest
-        );
-        assert_eq!(
             MessageError::InvalidUuid.to_string(),
             "message.id must be a valid UUID"
         );
@@ -344,7 +321,7 @@ mod tests {
     fn escaped_strings_are_decoded() {
         let m = parse(br#"{"type":"unsubscribe","topic":"ord\u0065rs","client_id":"c"}"#).unwrap();
         assert!(
-            matches!(m.message, ClientMessage::Unsubscribe { ref topic, .. } if topic == "orders")
+            matches!(m.message, ClientMessage::Unsubscribe { ref topic, .. } if topic.as_str() == "orders")
         );
     }
 }

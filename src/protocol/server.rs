@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::error::ErrorCode;
+use crate::error::Failure;
 use crate::ws::frame::{encode_header, OpCode, MAX_HEADER_LEN};
 
 /// Serialises `value` as JSON straight into a text frame, header included.
@@ -96,11 +96,11 @@ struct ErrorMessage<'a> {
     ts: &'a str,
 }
 
+/// An `error` answer, its code from the one mapping in `error`.
 pub fn error_frame(
     request_id: Option<&RawValue>,
     topic: Option<&str>,
-    code: ErrorCode,
-    message: &str,
+    failure: &Failure,
     ts: &str,
 ) -> Vec<u8> {
     text_frame(&ErrorMessage {
@@ -108,8 +108,8 @@ pub fn error_frame(
         request_id,
         topic,
         error: ErrorBody {
-            code: code.as_str(),
-            message,
+            code: failure.code().as_str(),
+            message: &failure.to_string(),
         },
         ts,
     })

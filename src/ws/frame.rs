@@ -47,7 +47,8 @@ impl OpCode {
     }
 }
 
-/// Close status codes the server sends (§7.4.1).
+/// Close status codes the server sends (§7.4.1). 1000 is the one it sends only as an echo of
+/// the peer's own close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCode {
     Normal = 1000,
@@ -56,10 +57,18 @@ pub enum CloseCode {
     InvalidPayload = 1007,
     PolicyViolation = 1008,
     TooBig = 1009,
-    InternalError = 1011,
 }
 
 impl CloseCode {
+    pub const ALL: [CloseCode; 6] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
+        CloseCode::PolicyViolation,
+        CloseCode::TooBig,
+    ];
+
     pub fn as_u16(self) -> u16 {
         self as u16
     }

@@ -7,7 +7,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
-use crate::error::{ErrorCode, HttpFailure};
 use crate::http::Request;
 
 /// RFC 6455 §1.3: the GUID appended to the client's key.
@@ -41,32 +40,6 @@ impl fmt::Display for HandshakeError {
                 "Sec-WebSocket-Key must be the base64 encoding of 16 bytes"
             }
         })
-    }
-}
-
-impl HttpFailure for HandshakeError {
-    fn status(&self) -> u16 {
-        match self {
-            HandshakeError::NotGet => 405,
-            HandshakeError::UnsupportedVersion => 426,
-            _ => 400,
-        }
-    }
-
-    fn code(&self) -> ErrorCode {
-        match self {
-            HandshakeError::NotGet => ErrorCode::MethodNotAllowed,
-            HandshakeError::UnsupportedVersion => ErrorCode::UpgradeRequired,
-            _ => ErrorCode::BadRequest,
-        }
-    }
-
-    fn extra_header(&self) -> Option<(&'static str, &'static str)> {
-        match self {
-            HandshakeError::NotGet => Some(("Allow", "GET")),
-            HandshakeError::UnsupportedVersion => Some(("Sec-WebSocket-Version", "13")),
-            _ => None,
-        }
     }
 }
 
@@ -178,6 +151,5 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(check(&raw), Err(want), "{raw}");
         }
-        assert_eq!(HandshakeError::UnsupportedVersion.status(), 426);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::frame::{self, apply_mask, decode_header, CloseCode, FrameError, OpCode, Role};
+use super::frame::{self, apply_mask, decode_header, FrameError, OpCode, Role};
 use super::utf8::Utf8Validator;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -51,16 +51,6 @@ pub enum WsError {
     InvalidCloseCode(u16),
 }
 
-impl WsError {
-    pub fn close_code(self) -> CloseCode {
-        match self {
-            WsError::InvalidUtf8 => CloseCode::InvalidPayload,
-            WsError::MessageTooBig { .. } => CloseCode::TooBig,
-            _ => CloseCode::ProtocolError,
-        }
-    }
-}
-
 impl fmt::Display for WsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -98,7 +88,6 @@ struct Streaming {
 
 #[derive(Debug)]
 pub struct Session {
-    role: Role,
     max_message: usize,
     /// The kind of the message being assembled (`Text` or `Binary`), if one is unfinished.
     message: Option<OpCode>,
@@ -109,12 +98,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(max_message: usize) -> Session {
-        Session::with_role(Role::Server, max_message)
-    }
-
-    pub fn with_role(role: Role, max_message: usize) -> Session {
         Session {
-            role,
             max_message,
             message: None,
             streaming: None,
@@ -137,7 +121,7 @@ impl Session {
         if let Some(stream) = self.streaming {
             return self.continue_stream(stream, input);
         }
-        let Some(h) = decode_header(input, self.role)? else {
+        let Some(h) = decode_header(input, Role::Server)? else {
             return Ok((0, None));
         };
         let mask = h.mask.unwrap_or([0; 4]);
@@ -417,7 +401,7 @@ mod tests {
             for chunk in [1, 3, bytes.len()] {
                 let (_, got) = run(&bytes, chunk, 150);
                 assert_eq!(got, Some(err), "chunk {chunk}");
-                assert_eq!(err.close_code().as_u16(), code);
+                assert_eq!(crate::error::close_code(&err).as_u16(), code);
             }
         }
     }

@@ -1,9 +1,9 @@
 //! Which handler a request goes to: path and method to a `Route`, or the error that says why
-//! there is none. Pure; the handlers live with the engine.
+//! there is none.
 
 use std::fmt;
 
-use crate::error::{ErrorCode, HttpFailure};
+use crate::http::percent_decode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -47,31 +47,6 @@ impl fmt::Display for RouteError {
     }
 }
 
-impl HttpFailure for RouteError {
-    fn status(&self) -> u16 {
-        match self {
-            RouteError::NotFound => 404,
-            RouteError::MethodNotAllowed { .. } => 405,
-            RouteError::BadPath => 400,
-        }
-    }
-
-    fn code(&self) -> ErrorCode {
-        match self {
-            RouteError::NotFound => ErrorCode::NotFound,
-            RouteError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
-            RouteError::BadPath => ErrorCode::BadRequest,
-        }
-    }
-
-    fn extra_header(&self) -> Option<(&'static str, &'static str)> {
-        match self {
-            RouteError::MethodNotAllowed { allow } => Some(("Allow", allow)),
-            _ => None,
-        }
-    }
-}
-
 pub fn resolve(method: &str, path: &str, echo_enabled: bool) -> Result<Route, RouteError> {
     if method == "OPTIONS" {
         return resolve("GET", path, echo_enabled)
@@ -111,25 +86,6 @@ pub fn resolve(method: &str, path: &str, echo_enabled: bool) -> Result<Route, Ro
             _ => Err(RouteError::NotFound),
         },
     }
-}
-
-/// Decodes `%XX` escapes; `None` for a broken escape or bytes that are not UTF-8.
-pub fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -209,6 +165,5 @@ mod tests {
             resolve("GET", "/echo", true),
             Ok(Route::Upgrade { echo: true })
         );
-        assert_eq!(RouteError::MethodNotAllowed { allow: "GET" }.status(), 405);
     }
 }

@@ -1,0 +1,86 @@
+//! The read-only views: `/topics`, `/health`, `/stats` as JSON and `/metrics` as Prometheus
+//! text, each built from the broker and the counters.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::State;
+use crate::http::Response;
+use crate::metrics;
+
+pub fn topics(state: &State<'_>) -> Response {
+    #[derive(Serialize)]
+    struct Item<'a> {
+        name: &'a str,
+        subscribers: usize,
+    }
+    #[derive(Serialize)]
+    struct List<'a> {
+        topics: Vec<Item<'a>>,
+    }
+    let topics = state
+        .broker
+        .topics()
+        .into_iter()
+        .map(|t| Item {
+            name: &t.name,
+            subscribers: t.subscribers().len(),
+        })
+        .collect();
+    Response::json(200, &List { topics })
+}
+
+pub fn health(state: &State<'_>, now: Instant) -> Response {
+    Response::json(
+        200,
+        &serde_json::json!({
+            "uptime_sec": state.uptime(now).as_secs(),
+            "topics": state.broker.topic_count(),
+            "subscribers": state.broker.subscription_count(),
+        }),
+    )
+}
+
+pub fn stats(state: &State<'_>, now: Instant) -> Response {
+    let mut topics = serde_json::Map::new();
+    for t in state.broker.topics() {
+        topics.insert(
+            t.name.to_string(),
+            serde_json::json!({
+                "messages": t.last_seq(),
+                "subscribers": t.subscribers().len(),
+                "retained": t.history_len(),
+            }),
+        );
+    }
+    let s = state.stats;
+    let mut event_loop = serde_json::to_value(&s.event_loop).unwrap_or_default();
+    if let (Some(n), Some(obj)) = (crate::stats::allocations(), event_loop.as_object_mut()) {
+        obj.insert("allocations".into(), n.into());
+    }
+    Response::json(
+        200,
+        &serde_json::json!({
+            "topics": topics,
+            "uptime_sec": state.uptime(now).as_secs(),
+            "slow_consumer_disconnects": s.messages.slow_consumer_disconnects,
+            "connections": s.connections,
+            "messages": s.messages,
+            "loop": event_loop,
+        }),
+    )
+}
+
+pub fn metrics(state: &State<'_>, now: Instant) -> Response {
+    let gauges = metrics::Gauges {
+        topics: state.broker.topic_count(),
+        subscriptions: state.broker.subscription_count(),
+        uptime: state.uptime(now),
+    };
+    let mut r = Response::new(200);
+    r.body = metrics::render(state.stats, &gauges).into_bytes();
+    r.headers
+        .push(("Content-Type", metrics::CONTENT_TYPE.into()));
+    r
+}

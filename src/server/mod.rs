@@ -1,0 +1,259 @@
+//! The event loop: one mio `Poll` on one thread, the only part of the server that touches
+//! sockets, signals and the clock. Each tick it polls, accepts, reads each readable
+//! connection once into one loop-wide buffer, lets the engine do its own work, writes out what
+//! the engine queued, and closes what the engine is done with (the order is the engine's,
+//! see `engine`).
+
+mod signal;
+pub mod sys;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::config::Config;
+use crate::engine::{Engine, Flushed, Readiness, Received};
+use crate::log::Level;
+use signal::Signals;
+use sys::SocketSend;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+/// One read per connection per tick goes into this buffer, which the engine parses in place.
+const SCRATCH_BYTES: usize = 64 * 1024;
+/// Connections accepted per tick; the rest wait in the backlog for the next tick.
+const ACCEPTS_PER_TICK: usize = 256;
+/// How long accepting pauses when the process is out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Slack added to the poll timeout so a deadline is not woken for a moment too early.
+const WAKE_SLACK: Duration = Duration::from_micros(500);
+
+/// Binds, logs the address and serves until SIGTERM or SIGINT; the process's exit code.
+pub fn serve(config: Config) -> ExitCode {
+    crate::log::set_level(config.log_level);
+    let server = match Server::bind(config.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let addr = format!("{}:{}", config.host, config.port);
+            crate::log!(Level::Error, "bind_failed", "addr" => addr, "error" => e.to_string());
+            return ExitCode::from(1);
+        }
+    };
+    crate::log!(Level::Info, "listening", "addr" => server.local_addr().to_string(), "echo" => config.enable_echo);
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            crate::log!(Level::Error, "event_loop_failed", "error" => e.to_string());
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    /// The listener may hold more connections than this tick accepted.
+    accept_pending: bool,
+    accept_paused_until: Option<Instant>,
+    signals: Signals,
+    engine: Engine<TcpStream>,
+    scratch: Vec<u8>,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(SocketAddr::new(config.host, config.port))?;
+        sys::set_listen_backlog(&listener, sys::LISTEN_BACKLOG)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::install()?;
+        poll.registry()
+            .register(signals.source(), SIGNALS, Interest::READABLE)?;
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            accept_pending: false,
+            accept_paused_until: None,
+            signals,
+            engine: Engine::new(config, Instant::now()),
+            scratch: vec![0; SCRATCH_BYTES],
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains within the shutdown timeout.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut shutdown_deadline: Option<Instant> = None;
+        loop {
+            let timeout = if self.engine.has_pending_work() || self.accept_pending {
+                Duration::ZERO
+            } else {
+                let wake = [shutdown_deadline, self.accept_paused_until]
+                    .into_iter()
+                    .flatten()
+                    .fold(self.engine.next_wakeup(), Instant::min);
+                wake.saturating_duration_since(Instant::now()) + WAKE_SLACK
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            self.engine.begin_tick(crate::time::unix_millis());
+            let n = events.iter().count() as u64;
+            let stats = &mut self.engine.stats_mut().event_loop;
+            stats.ticks += 1;
+            stats.events += n;
+            stats.events_per_tick.record(n);
+
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_pending = true,
+                    SIGNALS => {
+                        if self.signals.drain() && shutdown_deadline.is_none() {
+                            crate::log!(Level::Info, "shutdown_started", "connections" => self.engine.conn_count());
+                            shutdown_deadline = Some(now + self.engine.config().shutdown_timeout);
+                            if let Some(mut listener) = self.listener.take() {
+                                let _ = self.poll.registry().deregister(&mut listener);
+                            }
+                            self.engine.begin_shutdown(now);
+                        }
+                    }
+                    Token(key) => self.engine.readiness(
+                        key,
+                        Readiness {
+                            readable: event.is_readable(),
+                            hangup: event.is_read_closed() || event.is_error(),
+                            writable: event.is_writable(),
+                        },
+                    ),
+                }
+            }
+            if self.accept_paused_until.is_some_and(|t| now >= t) {
+                self.accept_paused_until = None;
+                self.accept_pending = true;
+            }
+            if self.accept_pending {
+                self.accept(now);
+            }
+            while let Some(key) = self.engine.next_read() {
+                self.read(key, now);
+            }
+            self.engine.tick(now);
+            let mut send = |s: &mut TcpStream, bufs: &[io::IoSlice<'_>]| {
+                SocketSend(&*s).write_vectored(bufs)
+            };
+            while let Some(flushed) = self.engine.next_flush(now, &mut send) {
+                self.after_flush(flushed);
+            }
+            while let Some(mut socket) = self.engine.next_closed() {
+                let _ = self.poll.registry().deregister(&mut socket);
+            }
+            if let Some(deadline) = shutdown_deadline {
+                if self.engine.conn_count() == 0 || now >= deadline {
+                    crate::log!(Level::Info, "shutdown_complete", "connections_left" => self.engine.conn_count());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        self.accept_pending = false;
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        for _ in 0..ACCEPTS_PER_TICK {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let key = self.engine.open(stream, peer.ip(), now);
+                    let registered = self.engine.io_mut(key).map(|s| {
+                        self.poll
+                            .registry()
+                            .register(s, Token(key), Interest::READABLE)
+                    });
+                    if let Some(Err(_)) = registered {
+                        self.engine.io_failed(key);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) or a transient network error: the
+                    // listener stays readable, so wait a moment instead of spinning.
+                    crate::log!(Level::Warn, "accept_failed", "error" => e.to_string());
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+        self.accept_pending = true;
+    }
+
+    /// One read of a connection into the scratch buffer, handed to the engine.
+    fn read(&mut self, key: usize, now: Instant) {
+        let Some(mut socket) = self.engine.io(key) else {
+            return;
+        };
+        let result = loop {
+            match socket.read(&mut self.scratch) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let received = match result {
+            Ok(0) => Received::End,
+            Ok(n) => Received::Data {
+                filled: n == self.scratch.len(),
+                bytes: &mut self.scratch[..n],
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::Empty,
+            Err(_) => Received::Failed,
+        };
+        self.engine.received(key, received, now);
+    }
+
+    fn after_flush(&mut self, flushed: Flushed) {
+        let Flushed {
+            key,
+            write_interest,
+            shutdown_write,
+        } = flushed;
+        if let Some(on) = write_interest {
+            let interest = if on {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let changed = self
+                .engine
+                .io_mut(key)
+                .map(|s| self.poll.registry().reregister(s, Token(key), interest));
+            if let Some(Err(_)) = changed {
+                self.engine.io_failed(key);
+            }
+        }
+        if shutdown_write {
+            if let Some(socket) = self.engine.io(key) {
+                let _ = socket.shutdown(Shutdown::Write);
+            }
+        }
+    }
+}
