@@ -69,7 +69,9 @@ pub enum Failure {
     Broker(BrokerError),
     Message(MessageError),
     /// A publish beyond `PUBLISH_RATE_LIMIT`.
-    RateLimited { per_second: u32 },
+    RateLimited {
+        per_second: u32,
+    },
     /// A connection's queue of live events went past its bound.
     SlowConsumer {
         frames: usize,
@@ -237,14 +239,22 @@ mod tests {
         for code in ErrorCode::ALL {
             let s = code.as_str();
             assert!(seen.insert(s), "{s} twice");
-            assert!(s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{s}");
+            assert!(
+                s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{s}"
+            );
         }
     }
 
     #[test]
     fn each_layer_maps_to_its_status_code_and_header() {
         let cases: Vec<(Failure, u16, &str, Option<&str>)> = vec![
-            (RequestError::HeadTooLarge.into(), 431, "HEADERS_TOO_LARGE", None),
+            (
+                RequestError::HeadTooLarge.into(),
+                431,
+                "HEADERS_TOO_LARGE",
+                None,
+            ),
             (
                 RequestError::BodyTooLarge { limit: 1 }.into(),
                 413,

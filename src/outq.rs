@@ -282,7 +282,10 @@ mod tests {
             calls: 1,
         };
         let r = w.flush(&mut q, &NO_LIMIT);
-        assert_eq!((r.bytes, r.frames, r.write_calls, r.refused), (4, 1, 1, true));
+        assert_eq!(
+            (r.bytes, r.frames, r.write_calls, r.refused),
+            (4, 1, 1, true)
+        );
         assert_eq!((q.counted_frames(), q.bytes()), (1, 6));
         q.drop_unstarted();
         assert_eq!((q.len(), q.bytes(), q.counted_frames()), (1, 3, 0));

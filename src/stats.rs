@@ -179,6 +179,9 @@ mod tests {
         r.add(UpgradeRefusal::Origin);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v.as_object().unwrap().len(), UpgradeRefusal::ALL.len());
-        assert_eq!((v["origin"].as_u64(), v["shutting_down"].as_u64()), (Some(2), Some(0)));
+        assert_eq!(
+            (v["origin"].as_u64(), v["shutting_down"].as_u64()),
+            (Some(2), Some(0))
+        );
     }
 }

@@ -91,11 +91,10 @@ fn the_api_key_guards_rest_and_the_upgrade_and_never_reaches_the_logs() {
         "{metrics}"
     );
     drop(ws);
-    std::thread::sleep(Duration::from_millis(100));
-    let mut log = Vec::new();
-    while let Ok(line) = server.log.try_recv() {
-        log.push(line);
-    }
+    // A last request the log marks, so every line before it has been written.
+    let last = format!("POST /topics HTTP/1.1\r\nX-API-Key: {KEY}\r\nContent-Length: 15\r\n\r\n{{\"name\":\"last\"}}");
+    assert_eq!(send(&server, &last).status, 201);
+    let log = server.log_until(|v| v["event"] == "topic_created" && v["topic"] == "last");
     assert!(log.len() > 5, "debug logging is on");
     assert!(
         log.iter().all(|l| !l.contains(KEY)),
@@ -199,7 +198,7 @@ fn per_ip_limits_refuse_only_that_address() {
     let held: Vec<_> = (0..3)
         .map(|_| connect_from(&server, [127, 0, 0, 2]))
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    // Accepted in order: the three come before the fourth.
     let mut fourth = connect_from(&server, [127, 0, 0, 2]);
     fourth.write_all(UPGRADE.as_bytes()).unwrap();
     let r = read_response(&mut fourth);
@@ -211,10 +210,11 @@ fn per_ip_limits_refuse_only_that_address() {
     other.write_all(UPGRADE.as_bytes()).unwrap();
     assert_eq!(read_response(&mut other).status, 101);
     drop(held);
-    std::thread::sleep(Duration::from_millis(200));
-    let mut again = connect_from(&server, [127, 0, 0, 2]);
-    again.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
-    assert_eq!(read_response(&mut again).status, 200);
+    wait_until("that address to have room again", || {
+        let mut again = connect_from(&server, [127, 0, 0, 2]);
+        again.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+        read_response(&mut again).status == 200
+    });
 }
 
 #[test]
@@ -227,7 +227,6 @@ fn a_flood_over_max_connections_leaves_the_server_serving_the_others() {
     let flood: Vec<TcpStream> = (0..300)
         .filter_map(|_| TcpStream::connect(server.addr).ok())
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
     // The connected clients are served while the flood holds every free slot.
     for i in 0..20 {
         publisher.publish("t", json!(i));
@@ -235,8 +234,13 @@ fn a_flood_over_max_connections_leaves_the_server_serving_the_others() {
         assert_eq!(sub.recv()["message"]["payload"], i);
     }
     drop(flood);
-    std::thread::sleep(Duration::from_millis(300));
-    let stats = server.get("/stats");
+    // A slot for the next request comes once the flood's connections are gone.
+    let mut stats = serde_json::Value::Null;
+    wait_until("a free slot", || {
+        let (status, v) = server.request("GET", "/stats", None);
+        stats = v;
+        status == 200
+    });
     assert!(
         stats["connections"]["refused"].as_u64().unwrap() >= 200,
         "{stats}"
@@ -288,7 +292,7 @@ fn metrics_move_as_traffic_flows() {
             reason: "done".into(),
         }))
         .unwrap();
+    // The echo of the close arrived, so it was counted before it was sent.
     let _ = ws.socket.read();
-    std::thread::sleep(Duration::from_millis(100));
     assert_eq!(metric("pubsub_closes_sent_total{code=\"1000\"}"), 1.0);
 }

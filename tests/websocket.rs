@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Write;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -245,5 +244,4 @@ fn shutdown_sends_close_1001() {
     let _ = ws.socket.flush();
     let status = server.terminate();
     assert!(status.success());
-    std::thread::sleep(Duration::from_millis(10));
 }

@@ -1,7 +1,7 @@
 //! The ceiling: the least a server of this design can do for a fan-out. One mio loop; it takes
 //! the handshake, answers subscribes, and for each publish builds one event frame (the message
 //! bytes copied in, a seq) shared by every subscriber's queue, flushed once per tick with the
-//! server's own writer (`pubsub::sys::SocketSend`: send(2), or sendmsg(2) for several frames).
+//! server's own writer (`pubsub::server::sys::SocketSend`: send(2), or sendmsg(2) for several frames).
 //! No JSON parsing, no validation, no topics, no limits. `fanout` and `latency` report the real
 //! server next to this, measured in the same run.
 
@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use pubsub::sys::SocketSend;
+use pubsub::server::sys::SocketSend;
 use pubsub::ws::frame::{apply_mask, decode_header, encode_header, OpCode, Role, MAX_HEADER_LEN};
 use pubsub::ws::handshake;
 

@@ -4,6 +4,7 @@
 mod ceiling;
 mod client;
 mod measure;
+mod noisy;
 mod scenario;
 mod sendcost;
 
@@ -23,6 +24,8 @@ scenarios
             runs the same rate against `ceiling` first and reports both
   conns     N idle subscribed connections: connect+handshake rate, server RSS per connection
   slow      one subscriber that never reads among normal ones: it must be cut, others lose nothing
+  noisy     --attackers clients flooding the server (and reading all it answers) beside one probe
+            doing ping round trips: the probe's latency quiet and under attack, in one run
   send-cost what one small write to a loopback socket costs by system call (writev, sendmsg,
             send), over --subscribers sockets (default 100) of --payload bytes; no server
 
@@ -37,6 +40,9 @@ options
   --rate N            latency: publishes per second (default 2000)
   --busy-poll         latency: the tool polls without sleeping while it measures, so its own
                       wake-up is not in the figures (it then takes a whole core)
+  --attackers N       noisy: flooding clients (default 4)
+  --attack KIND       noisy: pings (empty ping frames), texts (empty text messages), replays
+                      (subscribes asking for the whole ring) or mix (default: the three in turn)
   --conns N           conns: connections (default 1000)
   --workers N         conns: processes opening them (default 2, so the tool can use both cores)
   --duration SECS     measured time (default 5; a 1 s warm-up comes first)
@@ -55,6 +61,8 @@ pub struct Opts {
     pub rate: u64,
     pub busy_poll: bool,
     pub conns: usize,
+    pub attackers: usize,
+    pub attack: String,
     /// conns: load-generating processes; conns-worker: which one this is.
     pub workers: usize,
     pub worker: u8,
@@ -77,6 +85,8 @@ fn parse_args() -> Result<Opts, String> {
         window: 64,
         rate: 2000,
         conns: 1000,
+        attackers: 4,
+        attack: "mix".into(),
         workers: 2,
         worker: 1,
         duration: Duration::from_secs(5),
@@ -112,6 +122,8 @@ fn parse_args() -> Result<Opts, String> {
             "--window" => o.window = num()?.max(1) as usize,
             "--rate" => o.rate = num()?.max(1),
             "--conns" => o.conns = num()? as usize,
+            "--attackers" => o.attackers = num()?.max(1) as usize,
+            "--attack" => o.attack = value.clone(),
             "--workers" => o.workers = num()?.max(1) as usize,
             "--worker" => o.worker = num()?.clamp(1, 250) as u8,
             "--duration" => {
@@ -247,7 +259,7 @@ impl Target {
             .unwrap_or(0)
     }
 
-    /// Heap allocations so far, when the server was built with `--features count-allocations`.
+    /// Heap allocations so far, when the server is `pubsub-counting` (a counting allocator).
     pub fn allocations(&self) -> Option<u64> {
         self.stats()["loop"]["allocations"].as_u64()
     }
@@ -294,6 +306,7 @@ fn main() {
             return;
         }
         "slow" => scenario::slow(&opts),
+        "noisy" => noisy::noisy(&opts),
         "send-cost" => sendcost::send_cost(&opts),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

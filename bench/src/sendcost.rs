@@ -1,6 +1,6 @@
 //! `send-cost`: what one small write to a loopback TCP socket costs the writer, by system call.
 //! At low publish rates each delivery is one such call (the server makes them through
-//! `pubsub::sys::SocketSend`), so this is the floor under the `latency` scenario on a machine.
+//! `pubsub::server::sys::SocketSend`), so this is the floor under the `latency` scenario on a machine.
 //! The three calls take turns round by round, so the host's noise falls on all of them alike.
 
 use std::io::{IoSlice, Read, Write};
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
-use pubsub::sys::SocketSend;
+use pubsub::server::sys::SocketSend;
 use serde_json::json;
 
 use crate::scenario::Report;

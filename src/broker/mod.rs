@@ -400,7 +400,9 @@ mod tests {
             (text(&s), s.last_seq),
             (vec!["5".to_string(), "6".into()], 6)
         );
-        let s = b.subscribe(c(2), "a", Replay::LastN(1_000_000_000)).unwrap();
+        let s = b
+            .subscribe(c(2), "a", Replay::LastN(1_000_000_000))
+            .unwrap();
         assert_eq!(text(&s), ["3", "4", "5", "6"]);
         let s = b.subscribe(c(3), "a", Replay::SinceSeq(4)).unwrap();
         assert_eq!(

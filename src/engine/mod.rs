@@ -33,8 +33,6 @@ use std::time::Instant;
 
 use slab::Slab;
 
-pub use answers::Ticket;
-use conn::{Conn, Lifecycle};
 use crate::broker::{Broker, BrokerLimits};
 use crate::config::Config;
 use crate::ids::ConnId;
@@ -42,6 +40,8 @@ use crate::log::Level;
 use crate::outq::{Bound, Chunk, WriteLimit};
 use crate::stats::Stats;
 use crate::time::Timestamp;
+pub use answers::Ticket;
+use conn::{Conn, Lifecycle};
 
 /// Requests, messages and frames one connection may have handled per tick; the rest waits for
 /// the next tick, so a client that sends as fast as it can gets the same share as the others.
@@ -517,8 +517,8 @@ impl<S> Engine<S> {
 
     /// Answered 503 and closed (past a connection limit).
     fn refuse(&mut self, key: usize, now: Instant) {
-        let bytes = crate::http::Response::error(&crate::error::Failure::AtCapacity)
-            .encode(false, false);
+        let bytes =
+            crate::http::Response::error(&crate::error::Failure::AtCapacity).encode(false, false);
         self.push(key, Chunk::Owned(bytes), Bound::Exempt);
         // Never counted as open: straight to draining without passing through the gauges.
         self.conns[key].state = Lifecycle::Draining { write_shut: false };
@@ -529,9 +529,9 @@ impl<S> Engine<S> {
 
     /// Whether reading this connection's transport is useful now.
     fn wants_input(&self, key: usize) -> bool {
-        self.conns.get(key).is_some_and(|c| {
-            !c.is_closed() && !c.marks.backlog && !self.paused(key)
-        })
+        self.conns
+            .get(key)
+            .is_some_and(|c| !c.is_closed() && !c.marks.backlog && !self.paused(key))
     }
 
     /// Output waits beyond the pause threshold: the next request waits too.
@@ -543,9 +543,7 @@ impl<S> Engine<S> {
             Lifecycle::Open(ws) if !ws.echo => PAUSE_BYTES.min(self.config.max_queue_bytes),
             Lifecycle::Http(_) | Lifecycle::Open(_) => PAUSE_BYTES,
             // Closing connections only look for the peer's close; draining ones drop input.
-            Lifecycle::Closing(_) | Lifecycle::Draining { .. } | Lifecycle::Closed => {
-                return false
-            }
+            Lifecycle::Closing(_) | Lifecycle::Draining { .. } | Lifecycle::Closed => return false,
         };
         c.out.bytes() >= limit || c.answers.as_ref().is_some_and(|a| a.held() > 0)
     }
@@ -592,7 +590,13 @@ impl<S> Engine<S> {
 
     /// Runs the connection's phases over `buf`; returns how many bytes were used and why
     /// handling stopped.
-    fn consume(&mut self, key: usize, buf: &mut [u8], budget: &mut u32, now: Instant) -> (usize, Stop) {
+    fn consume(
+        &mut self,
+        key: usize,
+        buf: &mut [u8],
+        budget: &mut u32,
+        now: Instant,
+    ) -> (usize, Stop) {
         let mut pos = 0;
         loop {
             let (used, stop) = match self.conns[key].state {

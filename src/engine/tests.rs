@@ -153,7 +153,11 @@ impl Rig {
         self.write(key, UPGRADE);
         self.tick();
         let out = self.taken(key);
-        assert!(out.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&out));
+        assert!(
+            out.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
         key
     }
 
@@ -163,7 +167,12 @@ impl Rig {
 
     fn message(&mut self, key: usize, v: Value) {
         let mut frame = Vec::new();
-        encode_client_frame(&mut frame, OpCode::Text, v.to_string().as_bytes(), [9, 8, 7, 6]);
+        encode_client_frame(
+            &mut frame,
+            OpCode::Text,
+            v.to_string().as_bytes(),
+            [9, 8, 7, 6],
+        );
         self.write(key, &frame);
     }
 
@@ -261,7 +270,12 @@ fn http_then_upgrade_then_messages_in_one_read() {
     let mut input = b"GET /health HTTP/1.1\r\n\r\n".to_vec();
     input.extend_from_slice(UPGRADE);
     let mut frame = Vec::new();
-    encode_client_frame(&mut frame, OpCode::Text, ping(1).to_string().as_bytes(), [1, 2, 3, 4]);
+    encode_client_frame(
+        &mut frame,
+        OpCode::Text,
+        ping(1).to_string().as_bytes(),
+        [1, 2, 3, 4],
+    );
     input.extend_from_slice(&frame);
     rig.write(key, &input);
     rig.tick();
@@ -271,7 +285,12 @@ fn http_then_upgrade_then_messages_in_one_read() {
     let upgrade_at = text.find("HTTP/1.1 101").expect("the upgrade is answered");
     let head_end = text[upgrade_at..].find("\r\n\r\n").unwrap() + upgrade_at + 4;
     let after = frames(&out[head_end..]);
-    assert_eq!(after, [Frame::Text(json!({"type":"pong","request_id":1,"ts":"1970-01-01T00:00:00.000Z"}))]);
+    assert_eq!(
+        after,
+        [Frame::Text(
+            json!({"type":"pong","request_id":1,"ts":"1970-01-01T00:00:00.000Z"})
+        )]
+    );
     assert_eq!(rig.engine.stats().connections.websocket, 1);
     assert_eq!(rig.engine.stats().connections.http, 0);
 }
@@ -348,7 +367,12 @@ fn a_client_that_does_not_read_its_answers_is_paced_not_cut() {
     let many: Vec<u8> = (0..20_000)
         .flat_map(|i| {
             let mut f = Vec::new();
-            encode_client_frame(&mut f, OpCode::Text, ping(i).to_string().as_bytes(), [1, 2, 3, 4]);
+            encode_client_frame(
+                &mut f,
+                OpCode::Text,
+                ping(i).to_string().as_bytes(),
+                [1, 2, 3, 4],
+            );
             f
         })
         .collect();
@@ -358,7 +382,10 @@ fn a_client_that_does_not_read_its_answers_is_paced_not_cut() {
     }
     // Reading stopped once the answers waiting passed the pause threshold; nothing is lost.
     let unread = rig.peer(key).unread.len();
-    assert!(unread > 0, "the server kept reading a client that does not read");
+    assert!(
+        unread > 0,
+        "the server kept reading a client that does not read"
+    );
     assert!(rig.is_open(key));
     rig.peer(key).room = usize::MAX;
     rig.settle(1000);
@@ -393,7 +420,10 @@ fn a_flooding_client_gets_its_budget_per_tick_and_others_are_served_in_the_same_
         let pongs = rig.received(f).len();
         assert_eq!(pongs, INPUT_BUDGET as usize, "one tick's share");
     }
-    assert!(rig.engine.has_pending_work(), "the rest is left for later ticks");
+    assert!(
+        rig.engine.has_pending_work(),
+        "the rest is left for later ticks"
+    );
     let ticks = rig.settle(100);
     assert!(ticks > 10, "{ticks}");
     for &f in &floods {
@@ -465,14 +495,20 @@ fn a_closing_connection_lingers_for_the_peer_then_is_dropped() {
     rig.write(key, &bad);
     rig.tick();
     assert_eq!(rig.received(key), [Frame::Close(1002)]);
-    assert!(rig.peer(key).write_shut, "the write side is shut once all is out");
+    assert!(
+        rig.peer(key).write_shut,
+        "the write side is shut once all is out"
+    );
     rig.advance(Duration::from_millis(200));
     rig.tick();
     assert!(rig.is_open(key), "waits for the peer's FIN");
     rig.advance(Duration::from_millis(200));
     rig.tick();
     assert!(!rig.is_open(key), "dropped after the linger");
-    assert_eq!(rig.engine.stats().connections.closes_sent.get(&1002), Some(&1));
+    assert_eq!(
+        rig.engine.stats().connections.closes_sent.get(&1002),
+        Some(&1)
+    );
 }
 
 #[test]
@@ -482,11 +518,19 @@ fn the_close_handshake_ends_when_the_peer_answers() {
     rig.engine.begin_shutdown(rig.now);
     rig.tick();
     assert_eq!(rig.received(key), [Frame::Close(1001)]);
-    assert_eq!(rig.engine.stats().connections.closes_sent.get(&1001), Some(&1));
+    assert_eq!(
+        rig.engine.stats().connections.closes_sent.get(&1001),
+        Some(&1)
+    );
     // Data after the server's close is ignored; the peer's close ends it.
     rig.message(key, ping(1));
     let mut close = Vec::new();
-    encode_client_frame(&mut close, OpCode::Close, &1001u16.to_be_bytes(), [1, 2, 3, 4]);
+    encode_client_frame(
+        &mut close,
+        OpCode::Close,
+        &1001u16.to_be_bytes(),
+        [1, 2, 3, 4],
+    );
     rig.write(key, &close);
     rig.tick();
     assert!(rig.received(key).is_empty());
@@ -542,7 +586,10 @@ fn answers_keep_request_order_behind_a_deferred_one_and_events_do_not_wait() {
     assert_eq!(kinds(&got), ["pong", "pong"]);
     match (&got[0], &got[1]) {
         (Frame::Text(a), Frame::Text(b)) => {
-            assert_eq!((a["ts"].as_str(), b["request_id"].as_u64()), (Some("then"), Some(2)))
+            assert_eq!(
+                (a["ts"].as_str(), b["request_id"].as_u64()),
+                (Some("then"), Some(2))
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -560,7 +607,10 @@ fn a_deleted_topic_tells_its_subscribers() {
     assert!(rig.taken(admin).starts_with(b"HTTP/1.1 200"));
     let got = rig.received(key);
     match &got[..] {
-        [Frame::Text(v)] => assert_eq!((v["type"].as_str(), v["msg"].as_str()), (Some("info"), Some("topic_deleted"))),
+        [Frame::Text(v)] => assert_eq!(
+            (v["type"].as_str(), v["msg"].as_str()),
+            (Some("info"), Some("topic_deleted"))
+        ),
         other => panic!("{other:?}"),
     }
     assert_eq!(rig.engine.broker().subscription_count(), 0);

@@ -308,7 +308,14 @@ mod tests {
         let (r, n) = complete(full);
         assert_eq!(
             (r.method, r.path, r.query, r.header("host"), &r.body[..], n),
-            ("POST", "/topics", None, Some(&b"x"[..]), &b"{\"name\":\"order\"}"[..], full.len())
+            (
+                "POST",
+                "/topics",
+                None,
+                Some(&b"x"[..]),
+                &b"{\"name\":\"order\"}"[..],
+                full.len()
+            )
         );
     }
 

@@ -45,7 +45,6 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

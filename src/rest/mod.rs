@@ -43,7 +43,10 @@ impl State<'_> {
 pub enum Answer {
     Respond(Response),
     /// The upgrade passed every check: answer 101 with this accept key.
-    Upgrade { accept: String, echo: bool },
+    Upgrade {
+        accept: String,
+        echo: bool,
+    },
 }
 
 /// What a handler's answer means for the rest of the server.
@@ -160,10 +163,12 @@ fn route(state: &mut State<'_>, request: &Request<'_>, now: Instant) -> Outcome 
 
 /// The checks before an upgrade, in order: origin, API key, the handshake itself.
 fn upgrade(state: &State<'_>, request: &Request<'_>, echo: bool) -> Outcome {
-    let guarded = guard::check_origin(request, state.config.allowed_origins.as_ref())
-        .and_then(|()| match &state.config.api_key {
-            Some(key) => guard::check_api_key(request, key, true),
-            None => Ok(()),
+    let guarded =
+        guard::check_origin(request, state.config.allowed_origins.as_ref()).and_then(|()| {
+            match &state.config.api_key {
+                Some(key) => guard::check_api_key(request, key, true),
+                None => Ok(()),
+            }
         });
     let refused = |reason: UpgradeRefusal, failure: Failure| {
         crate::log!(Level::Debug, "upgrade_refused", "reason" => reason.label());
@@ -345,29 +350,45 @@ mod tests {
             refusal("", &mut b),
             Effect::UpgradeRefused(UpgradeRefusal::Unauthorized)
         );
-        let accepted = with(&config, &mut b, &format!("{upgrade}X-API-Key: k\r\n\r\n"), |o| {
-            matches!(o.answer, Answer::Upgrade { echo: false, ref accept } if accept == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-        });
+        let accepted = with(
+            &config,
+            &mut b,
+            &format!("{upgrade}X-API-Key: k\r\n\r\n"),
+            |o| matches!(o.answer, Answer::Upgrade { echo: false, ref accept } if accept == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        );
         assert!(accepted);
         let bad_version = upgrade.replace("Version: 13", "Version: 8");
-        let e = with(&config, &mut b, &format!("{bad_version}X-API-Key: k\r\n\r\n"), |o| {
-            assert_eq!(status(&o), 426);
-            o.effect
-        });
-        assert_eq!(e, Effect::UpgradeRefused(UpgradeRefusal::UnsupportedVersion));
+        let e = with(
+            &config,
+            &mut b,
+            &format!("{bad_version}X-API-Key: k\r\n\r\n"),
+            |o| {
+                assert_eq!(status(&o), 426);
+                o.effect
+            },
+        );
+        assert_eq!(
+            e,
+            Effect::UpgradeRefused(UpgradeRefusal::UnsupportedVersion)
+        );
     }
 
     #[test]
     fn head_answers_carry_no_body_but_the_length() {
         let config = Config::default();
         let mut b = broker();
-        with(&config, &mut b, "HEAD /health HTTP/1.1\r\n\r\n", |o| match o.answer {
-            Answer::Respond(r) => {
-                assert!(r.head && !r.body.is_empty());
-                let bytes = r.encode(true, false);
-                assert!(bytes.ends_with(b"\r\n\r\n"));
-            }
-            other => panic!("{other:?}"),
-        });
+        with(
+            &config,
+            &mut b,
+            "HEAD /health HTTP/1.1\r\n\r\n",
+            |o| match o.answer {
+                Answer::Respond(r) => {
+                    assert!(r.head && !r.body.is_empty());
+                    let bytes = r.encode(true, false);
+                    assert!(bytes.ends_with(b"\r\n\r\n"));
+                }
+                other => panic!("{other:?}"),
+            },
+        );
     }
 }

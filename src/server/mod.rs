@@ -153,9 +153,8 @@ impl Server {
                 self.read(key, now);
             }
             self.engine.tick(now);
-            let mut send = |s: &mut TcpStream, bufs: &[io::IoSlice<'_>]| {
-                SocketSend(&*s).write_vectored(bufs)
-            };
+            let mut send =
+                |s: &mut TcpStream, bufs: &[io::IoSlice<'_>]| SocketSend(&*s).write_vectored(bufs);
             while let Some(flushed) = self.engine.next_flush(now, &mut send) {
                 self.after_flush(flushed);
             }

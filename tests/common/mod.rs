@@ -12,7 +12,18 @@ use serde_json::Value;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any wait may take before the test fails: generous, so a busy machine only makes
+/// the tests slower, never wrong.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it holds, for at most `TIMEOUT`; fails naming `what` otherwise.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 pub struct Server {
     pub child: Child,
@@ -26,8 +37,10 @@ impl Server {
     }
 
     /// Starts the binary with `PORT=0` and the given variables; waits for its `listening` line.
+    /// `PUBSUB_BIN` runs another build instead (to watch a test fail against an older one).
     pub fn start_with(vars: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pubsub"));
+        let bin = std::env::var("PUBSUB_BIN").unwrap_or(env!("CARGO_BIN_EXE_pubsub").into());
+        let mut cmd = Command::new(bin);
         cmd.env("PORT", "0")
             .env("HOST", "127.0.0.1")
             .env("LOG_LEVEL", "info");
@@ -117,6 +130,23 @@ impl Server {
             let v: Value = serde_json::from_str(&line).unwrap();
             if v["event"] == event {
                 return v;
+            }
+        }
+    }
+
+    /// Every log line up to and including the first that `last` picks.
+    pub fn log_until(&self, last: impl Fn(&Value) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut lines = Vec::new();
+        loop {
+            let line = self
+                .log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("not logged; so far: {lines:?}"));
+            let v: Value = serde_json::from_str(&line).unwrap();
+            lines.push(line);
+            if last(&v) {
+                return lines;
             }
         }
     }

@@ -194,7 +194,14 @@ fn tick(engine: &mut Engine<Sink>, readable: &[usize], now: Instant, start: Inst
         buf[..n].copy_from_slice(&sink.unread[..n]);
         sink.unread.drain(..n);
         let bytes = &mut buf[..n];
-        engine.received(key, Received::Data { bytes, filled: n == READ_BYTES }, now);
+        engine.received(
+            key,
+            Received::Data {
+                bytes,
+                filled: n == READ_BYTES,
+            },
+            now,
+        );
     }
     engine.tick(now);
     while engine.next_flush(now, &mut send).is_some() {}
@@ -258,7 +265,11 @@ pub fn connection(data: &[u8]) {
     let mut now = start;
     let pieces = chunks(&feed, sizes);
     // Then some quiet ticks, so held input, pauses and deadlines play out.
-    for piece in pieces.iter().copied().chain(std::iter::repeat_n(&[][..], 4)) {
+    for piece in pieces
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(&[][..], 4))
+    {
         now += Duration::from_millis(50);
         let Some(sink) = engine.io_mut(key) else {
             break;
