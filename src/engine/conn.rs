@@ -55,6 +55,8 @@ pub(super) struct Marks {
     pub read_to_end: bool,
     /// Input is held unhandled: the tick's budget ran out, or output must drain first.
     pub backlog: bool,
+    /// The peer closed its side (a read returned the end of the stream).
+    pub input_ended: bool,
     pub on_read_list: bool,
     pub on_run_list: bool,
     pub on_dirty_list: bool,

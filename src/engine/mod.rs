@@ -289,9 +289,13 @@ impl<S> Engine<S> {
             Received::End => {
                 c.marks.readable = false;
                 c.marks.read_to_end = false;
+                c.marks.input_ended = true;
+                // (A connection holding input back is not read, so every request that came
+                // before the end has been handled.) Answers already queued still go out.
                 match c.state {
-                    // Answers to requests already received still go out.
-                    Lifecycle::Http(_) if !c.out.is_empty() || c.marks.backlog => {
+                    Lifecycle::Http(_) | Lifecycle::Draining { write_shut: false }
+                        if !c.out.is_empty() =>
+                    {
                         self.drain(key, now)
                     }
                     _ => self.close(key, "peer_closed"),
@@ -406,13 +410,18 @@ impl<S> Engine<S> {
         }
         let c = &mut self.conns[key];
         if c.out.is_empty() {
+            c.out.release_if_idle();
             if let Lifecycle::Draining { write_shut } = &mut c.state {
+                if c.marks.input_ended {
+                    // The peer has closed its side already: nothing is left to wait for.
+                    self.close(key, "closed");
+                    return done;
+                }
                 if !*write_shut {
                     *write_shut = true;
                     done.shutdown_write = true;
                 }
             }
-            c.out.release_if_idle();
         }
         if was_paused && !self.paused(key) {
             self.resume_reading(key);

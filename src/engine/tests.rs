@@ -14,6 +14,8 @@ use crate::ws::frame::{decode_header, encode_client_frame, OpCode, Role};
 /// One peer's end: what it has sent that the engine has not read, what the engine wrote to
 /// it, and how much more its socket takes before it refuses.
 struct Peer {
+    /// The key it was opened with (kept after the engine lets it go).
+    key: usize,
     unread: Vec<u8>,
     /// New bytes arrived since readiness was last reported (an edge).
     edge: bool,
@@ -44,6 +46,8 @@ struct Rig {
     now: Instant,
     start: Instant,
     ticks: usize,
+    /// Peers whose connections the engine closed, by the key they had.
+    gone: std::collections::HashMap<usize, Peer>,
 }
 
 impl Rig {
@@ -55,11 +59,13 @@ impl Rig {
             now: start,
             start,
             ticks: 0,
+            gone: Default::default(),
         }
     }
 
     fn open(&mut self) -> usize {
         let peer = Peer {
+            key: self.engine.conns.vacant_key(),
             unread: Vec::new(),
             edge: false,
             hangup: false,
@@ -125,7 +131,9 @@ impl Rig {
                 self.peer(f.key).write_shut = true;
             }
         }
-        while self.engine.next_closed().is_some() {}
+        while let Some(peer) = self.engine.next_closed() {
+            self.gone.insert(peer.key, peer);
+        }
     }
 
     /// Ticks until nothing is left for the next tick (at most `limit` ticks).
@@ -143,8 +151,12 @@ impl Rig {
         self.now += d;
     }
 
+    /// What the peer received and has not looked at yet (also after its connection closed).
     fn taken(&mut self, key: usize) -> Vec<u8> {
-        std::mem::take(&mut self.peer(key).sent)
+        match self.engine.io_mut(key) {
+            Some(p) => std::mem::take(&mut p.sent),
+            None => std::mem::take(&mut self.gone.get_mut(&key).expect("a peer").sent),
+        }
     }
 
     /// Opens a connection and upgrades it; its 101 is consumed.
@@ -614,4 +626,38 @@ fn a_deleted_topic_tells_its_subscribers() {
         other => panic!("{other:?}"),
     }
     assert_eq!(rig.engine.broker().subscription_count(), 0);
+}
+
+#[test]
+fn a_peer_that_closes_its_side_after_many_requests_still_gets_every_answer() {
+    let mut rig = Rig::new(Config::default());
+    let key = rig.open();
+    let total = 3 * INPUT_BUDGET as usize;
+    rig.write(key, "GET /health HTTP/1.1\r\n\r\n".repeat(total).as_bytes());
+    rig.peer(key).hangup = true;
+    rig.settle(20);
+    assert!(!rig.is_open(key), "closed once everything was answered");
+    let out = String::from_utf8(rig.taken(key)).unwrap();
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), total);
+}
+
+#[test]
+fn a_closing_answer_is_written_in_full_even_when_the_peer_has_closed_its_side() {
+    let mut rig = Rig::new(Config::default());
+    let key = rig.open();
+    rig.peer(key).room = 1000;
+    rig.http(key, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    rig.peer(key).hangup = true;
+    rig.tick();
+    rig.tick();
+    assert!(rig.is_open(key), "the console page is not written yet");
+    rig.peer(key).room = usize::MAX;
+    rig.tick();
+    assert!(!rig.is_open(key));
+    let out = rig.taken(key);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("</html>\n"),
+        "{text}"
+    );
 }

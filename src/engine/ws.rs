@@ -277,15 +277,22 @@ impl<S> Engine<S> {
         let id = c.id;
         crate::log!(Level::Warn, "slow_consumer", "conn" => id.as_u64(), "error" => failure.to_string());
         self.broker.disconnect(id);
-        self.start_close(key, CloseCode::PolicyViolation, "slow consumer", now);
+        // Not marked dirty: the socket just refused, so write interest brings it back.
+        self.begin_closing(key, CloseCode::PolicyViolation, "slow consumer", now);
     }
 
     /// The server closes: queue the close frame and wait (bounded) for the peer's.
     pub(super) fn start_close(&mut self, key: usize, code: CloseCode, reason: &str, now: Instant) {
+        self.begin_closing(key, code, reason, now);
+        self.mark_dirty(key);
+    }
+
+    fn begin_closing(&mut self, key: usize, code: CloseCode, reason: &str, now: Instant) {
         let Lifecycle::Open(_) = self.conns[key].state else {
             return;
         };
-        self.queue_close(key, code.as_u16(), reason);
+        let frame = self.close_frame(code.as_u16(), reason);
+        self.conns[key].out.push(frame, Bound::Exempt);
         // Open and Closing count alike in the gauges, so the state moves without them.
         let c = &mut self.conns[key];
         if let Lifecycle::Open(ws) = std::mem::replace(&mut c.state, Lifecycle::Closed) {
@@ -294,10 +301,16 @@ impl<S> Engine<S> {
         self.set_deadline(key, now + self.config.close_linger);
     }
 
-    /// A close frame, counted by code (closes are not answers: they are never held back).
+    /// Queues a close frame (closes are not answers: they are never held back).
     fn queue_close(&mut self, key: usize, code: u16, reason: &str) {
+        let frame = self.close_frame(code, reason);
+        self.push(key, frame, Bound::Exempt);
+    }
+
+    /// Every close frame the server sends is made here, and counted by code.
+    fn close_frame(&mut self, code: u16, reason: &str) -> Chunk {
         *self.stats.connections.closes_sent.entry(code).or_insert(0) += 1;
-        self.push(key, Chunk::Owned(encode_close(code, reason)), Bound::Exempt);
+        Chunk::Owned(encode_close(code, reason))
     }
 }
 
