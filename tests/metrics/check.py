@@ -2,7 +2,7 @@
 """Starts the release build with an API key, makes some traffic (REST and a hand-rolled
 WebSocket client), and checks /metrics with Prometheus' own text parser: it must parse, carry a
 TYPE for every family, and move with the traffic."""
-import base64, json, os, socket, struct, subprocess, sys, time, urllib.request
+import base64, json, os, socket, struct, subprocess, sys, urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -60,10 +60,34 @@ try:
         hdr = bytes([0x81]) + (bytes([0x80 | len(data)]) if len(data) < 126 else bytes([0x80 | 126]) + struct.pack(">H", len(data)))
         sock.sendall(hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
 
+    def recv_exact(n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "the server closed the WebSocket"
+            data += chunk
+        return data
+
+    def recv_text():
+        """The next text frame's JSON (server frames are unmasked; pings are skipped)."""
+        while True:
+            b0, b1 = recv_exact(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", recv_exact(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", recv_exact(8))[0]
+            payload = recv_exact(n)
+            if b0 & 0x0F == 1:
+                return json.loads(payload)
+
     send({"type": "subscribe", "topic": "metrics", "client_id": "check"})
+    assert recv_text()["type"] == "ack"
     for i in range(5):
         send({"type": "publish", "topic": "metrics", "message": {"id": "550e8400-e29b-41d4-a716-44665544000%d" % i, "payload": i}})
-    time.sleep(0.3)
+    # Each publish's own event, then its ack: once all ten are here, the server counted them.
+    kinds = [recv_text()["type"] for _ in range(10)]
+    assert kinds == ["event", "ack"] * 5, kinds
     after = families()
     for name in ["pubsub_connections", "pubsub_topics", "pubsub_messages_published", "pubsub_loop_events_per_tick"]:
         assert name in after, f"{name} family missing"
