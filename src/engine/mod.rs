@@ -26,7 +26,7 @@ mod ws;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::IpAddr;
 use std::time::Instant;
@@ -85,17 +85,18 @@ pub struct Flushed {
     pub shutdown_write: bool,
 }
 
-/// The engine's work lists: what to do this tick, and what was left for the next one. They
-/// hold ids, not keys, so an entry left for a connection that is gone meanwhile never reaches
-/// the one that reuses its slot.
+/// The engine's work lists: what to do this tick, and what was left for the next one, each
+/// served first in, first out. They hold ids, not keys, so an entry left for a connection that
+/// is gone meanwhile never reaches the one that reuses its slot.
 #[derive(Debug, Default)]
 struct Lists {
-    reads: Vec<ConnId>,
-    reads_next: Vec<ConnId>,
-    runs: Vec<ConnId>,
-    runs_next: Vec<ConnId>,
-    dirty: Vec<ConnId>,
-    dirty_next: Vec<ConnId>,
+    reads: VecDeque<ConnId>,
+    reads_next: VecDeque<ConnId>,
+    runs: VecDeque<ConnId>,
+    runs_next: VecDeque<ConnId>,
+    /// In the order output was queued: a publisher's ack goes out after the fan-out it caused.
+    dirty: VecDeque<ConnId>,
+    dirty_next: VecDeque<ConnId>,
     closed: Vec<ConnId>,
 }
 
@@ -249,7 +250,7 @@ impl<S> Engine<S> {
 
     /// The next connection to read once, this tick.
     pub fn next_read(&mut self) -> Option<usize> {
-        while let Some(id) = self.lists.reads.pop() {
+        while let Some(id) = self.lists.reads.pop_front() {
             if let Some(key) = self.key_of(id) {
                 self.conns[key].marks.on_read_list = false;
                 if self.wants_input(key) {
@@ -313,7 +314,7 @@ impl<S> Engine<S> {
     /// The engine's own work for this tick: input held back earlier, then deadlines and
     /// heartbeats.
     pub fn tick(&mut self, now: Instant) {
-        while let Some(id) = self.lists.runs.pop() {
+        while let Some(id) = self.lists.runs.pop_front() {
             let Some(key) = self.key_of(id) else {
                 continue;
             };
@@ -336,7 +337,7 @@ impl<S> Engine<S> {
         send: &mut dyn FnMut(&mut S, &[IoSlice<'_>]) -> io::Result<usize>,
     ) -> Option<Flushed> {
         loop {
-            let id = self.lists.dirty.pop()?;
+            let id = self.lists.dirty.pop_front()?;
             let Some(key) = self.key_of(id) else {
                 continue;
             };
@@ -355,21 +356,20 @@ impl<S> Engine<S> {
         now: Instant,
         send: &mut dyn FnMut(&mut S, &[IoSlice<'_>]) -> io::Result<usize>,
     ) -> Flushed {
-        let bounded = self.bounded(key);
-        let (max_frames, max_bytes) = if bounded {
-            (
-                self.config.subscriber_queue_size,
-                self.config.max_queue_bytes,
-            )
-        } else {
-            (usize::MAX, usize::MAX)
-        };
+        // Only connections that take events hold counted frames, so the bound can be given to
+        // every flush; whether a refusal makes one a slow consumer is asked only when it does.
+        let (max_frames, max_bytes) = (
+            self.config.subscriber_queue_size,
+            self.config.max_queue_bytes,
+        );
         let limit = WriteLimit {
             bytes: WRITE_BUDGET,
             max_counted_frames: max_frames,
             max_counted_bytes: max_bytes,
         };
-        let was_paused = self.paused(key);
+        // Whether input may resume after this flush matters only if input is waiting.
+        let c = &self.conns[key];
+        let was_paused = (c.marks.backlog || c.marks.readable) && self.paused(key);
         let c = &mut self.conns[key];
         let (io, out) = (&mut c.io, &mut c.out);
         let report = out.write_to(
@@ -395,7 +395,7 @@ impl<S> Engine<S> {
         l.bytes_out += report.bytes as u64;
         // Slow only when the socket refused and what is left is still over the bound: a burst
         // that the socket takes is never cut, whatever one tick produced.
-        if report.refused && bounded && c.out.over(max_frames, max_bytes) {
+        if report.refused && c.out.over(max_frames, max_bytes) && self.bounded(key) {
             self.cut_slow_consumer(key, now);
         }
         let c = &mut self.conns[key];
@@ -410,7 +410,6 @@ impl<S> Engine<S> {
         }
         let c = &mut self.conns[key];
         if c.out.is_empty() {
-            c.out.release_if_idle();
             if let Lifecycle::Draining { write_shut } = &mut c.state {
                 if c.marks.input_ended {
                     // The peer has closed its side already: nothing is left to wait for.
@@ -593,7 +592,7 @@ impl<S> Engine<S> {
         c.marks.backlog = matches!(stop, Stop::Budget | Stop::Paused) && !c.input.is_empty();
         if stop == Stop::Budget && c.marks.backlog && !c.marks.on_run_list {
             c.marks.on_run_list = true;
-            self.lists.runs_next.push(c.id);
+            self.lists.runs_next.push_back(c.id);
         }
     }
 
@@ -636,7 +635,7 @@ impl<S> Engine<S> {
         if c.marks.backlog {
             if !c.marks.on_run_list {
                 c.marks.on_run_list = true;
-                self.lists.runs_next.push(c.id);
+                self.lists.runs_next.push_back(c.id);
             }
         } else if c.marks.readable {
             c.marks.read_to_end = true;
@@ -651,9 +650,9 @@ impl<S> Engine<S> {
         }
         c.marks.on_read_list = true;
         if next_tick {
-            self.lists.reads_next.push(c.id);
+            self.lists.reads_next.push_back(c.id);
         } else {
-            self.lists.reads.push(c.id);
+            self.lists.reads.push_back(c.id);
         }
     }
 
@@ -663,7 +662,7 @@ impl<S> Engine<S> {
         if let Some(c) = self.conns.get_mut(key) {
             if !c.marks.on_dirty_list {
                 c.marks.on_dirty_list = true;
-                self.lists.dirty.push(c.id);
+                self.lists.dirty.push_back(c.id);
             }
         }
     }
@@ -672,7 +671,7 @@ impl<S> Engine<S> {
         let c = &mut self.conns[key];
         if !c.marks.on_dirty_list {
             c.marks.on_dirty_list = true;
-            self.lists.dirty_next.push(c.id);
+            self.lists.dirty_next.push_back(c.id);
         }
     }
 
@@ -685,7 +684,11 @@ impl<S> Engine<S> {
 
     /// Queues the answer to one of the connection's requests, in request order.
     fn answer(&mut self, key: usize, frame: Vec<u8>) {
-        self.answer_chunks(key, vec![Chunk::Owned(frame)]);
+        if self.conns[key].answers.is_none() {
+            self.push(key, Chunk::Owned(frame), Bound::Exempt);
+        } else {
+            self.answer_chunks(key, vec![Chunk::Owned(frame)]);
+        }
     }
 
     fn answer_chunks(&mut self, key: usize, chunks: Vec<Chunk>) {
