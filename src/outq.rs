@@ -97,10 +97,6 @@ impl OutQueue {
         self.counted_frames() > max_frames || self.counted_bytes() > max_bytes
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     /// Heap memory this queue holds for itself (not the shared frames).
     pub fn footprint(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Entry>()
@@ -288,7 +284,7 @@ mod tests {
         );
         assert_eq!((q.counted_frames(), q.bytes()), (1, 6));
         q.drop_unstarted();
-        assert_eq!((q.len(), q.bytes(), q.counted_frames()), (1, 3, 0));
+        assert_eq!((q.entries.len(), q.bytes(), q.counted_frames()), (1, 3, 0));
         w.calls = 10;
         let r = w.flush(&mut q, &NO_LIMIT);
         assert!(q.is_empty() && !r.refused);

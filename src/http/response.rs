@@ -49,11 +49,6 @@ impl Response {
         r
     }
 
-    pub fn closing(mut self) -> Response {
-        self.close = true;
-        self
-    }
-
     /// The bytes on the wire. `keep_alive` is whether the connection stays open afterwards.
     pub fn encode(&self, keep_alive: bool, http10: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + self.body.len());
