@@ -109,6 +109,11 @@ impl<S> Conn<S> {
         matches!(self.state, Lifecycle::Open(_))
     }
 
+    /// Whether the slow-consumer bound applies: a pub/sub WebSocket that takes events.
+    pub fn bounded(&self) -> bool {
+        matches!(&self.state, Lifecycle::Open(ws) if !ws.echo)
+    }
+
     pub fn is_closed(&self) -> bool {
         matches!(self.state, Lifecycle::Closed)
     }

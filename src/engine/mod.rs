@@ -271,6 +271,11 @@ impl<S> Engine<S> {
         self.conns.get(key).filter(|c| c.id == id).map(|_| key)
     }
 
+    /// The slot of a connection that still exists and takes events.
+    fn live_ws(&self, id: ConnId) -> Option<usize> {
+        self.key_of(id).filter(|&k| self.conns[k].takes_events())
+    }
+
     /// What one read of a connection's transport gave.
     pub fn received(&mut self, key: usize, read: Received<'_>, now: Instant) {
         let Some(c) = self.conns.get_mut(key) else {

@@ -54,7 +54,7 @@ impl<S> Engine<S> {
         l.bytes_out += report.bytes as u64;
         // Slow only when the socket refused and what is left is still over the bound: a burst
         // that the socket takes is never cut, whatever one tick produced.
-        if report.refused && c.out.over(max_frames, max_bytes) && self.bounded(key) {
+        if report.refused && c.out.over(max_frames, max_bytes) && c.bounded() {
             self.cut_slow_consumer(key, now);
         }
         let c = &mut self.conns[key];

@@ -10,7 +10,7 @@ use super::conn::Lifecycle;
 use super::{Engine, Stop};
 use crate::broker::BrokerError;
 use crate::error::{close_code, Failure};
-use crate::ids::{ConnId, Replay, TopicName};
+use crate::ids::{Replay, TopicName};
 use crate::log::Level;
 use crate::outq::{Bound, Chunk};
 use crate::protocol::{self, Ack, ClientMessage, MessageError};
@@ -248,16 +248,6 @@ impl<S> Engine<S> {
         self.stats.messages.delivered += delivered as u64;
         self.fanout = targets;
         Ok((seq, delivered))
-    }
-
-    /// The slab key of a WebSocket connection that can still be sent events.
-    pub(super) fn live_ws(&self, id: ConnId) -> Option<usize> {
-        self.key_of(id).filter(|&k| self.conns[k].takes_events())
-    }
-
-    /// Whether the slow-consumer bound applies: a pub/sub WebSocket that takes events.
-    pub(super) fn bounded(&self, key: usize) -> bool {
-        matches!(&self.conns[key].state, Lifecycle::Open(ws) if !ws.echo)
     }
 
     /// The socket refused and the live events left are over `SUBSCRIBER_QUEUE_SIZE` frames or
