@@ -31,11 +31,8 @@ impl<S> Engine<S> {
         };
         let mut pos = 0;
         loop {
-            if pos < buf.len() && *budget == 0 {
-                return (pos, Stop::Budget);
-            }
-            if pos < buf.len() && self.paused(key) {
-                return (pos, Stop::Paused);
+            if let Some(stop) = self.hold(key, &buf[pos..], *budget) {
+                return (pos, stop);
             }
             let Lifecycle::Http(state) = &mut self.conns[key].state else {
                 return (pos, Stop::Upgraded);

@@ -68,6 +68,20 @@ impl<S> Engine<S> {
         }
     }
 
+    /// Why the next request in `rest` must wait for a later tick, if it must: the budget is
+    /// spent, or output must drain first.
+    pub(super) fn hold(&self, key: usize, rest: &[u8], budget: u32) -> Option<Stop> {
+        if rest.is_empty() {
+            None
+        } else if budget == 0 {
+            Some(Stop::Budget)
+        } else if self.paused(key) {
+            Some(Stop::Paused)
+        } else {
+            None
+        }
+    }
+
     /// Runs the connection's phases over `buf`; returns how many bytes were used and why
     /// handling stopped.
     pub(super) fn consume(

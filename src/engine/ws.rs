@@ -36,11 +36,8 @@ impl<S> Engine<S> {
     ) -> (usize, Stop) {
         let mut pos = 0;
         loop {
-            if pos < buf.len() && *budget == 0 {
-                return (pos, Stop::Budget);
-            }
-            if pos < buf.len() && self.paused(key) {
-                return (pos, Stop::Paused);
+            if let Some(stop) = self.hold(key, &buf[pos..], *budget) {
+                return (pos, stop);
             }
             let c = &mut self.conns[key];
             let (Lifecycle::Open(ws) | Lifecycle::Closing(ws)) = &mut c.state else {
