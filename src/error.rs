@@ -5,9 +5,11 @@
 
 use std::fmt;
 
+use serde_json::value::RawValue;
+
 use crate::broker::BrokerError;
 use crate::guard::GuardError;
-use crate::http::RequestError;
+use crate::http::{RequestError, Response};
 use crate::protocol::MessageError;
 use crate::rest::{BodyError, RouteError};
 use crate::ws::handshake::HandshakeError;
@@ -162,6 +164,22 @@ impl Failure {
 
     pub fn code(&self) -> ErrorCode {
         self.wire().code
+    }
+
+    /// The HTTP answer: `{"error":{"code":"...","message":"..."}}` with its status and header.
+    pub fn response(&self) -> Response {
+        let wire = self.wire();
+        let mut r = Response::error(wire.status, wire.code.as_str(), &self.to_string());
+        if let Some((name, value)) = wire.header {
+            r.headers.push((name, value.into()));
+        }
+        r
+    }
+
+    /// The WebSocket answer: an `error` message, with the request id and topic it concerns.
+    pub fn frame(&self, request_id: Option<&RawValue>, topic: Option<&str>, ts: &str) -> Vec<u8> {
+        let code = self.code().as_str();
+        crate::protocol::error_frame(request_id, topic, code, &self.to_string(), ts)
     }
 }
 
@@ -340,14 +358,18 @@ mod tests {
     #[test]
     fn violations_close_with_their_codes() {
         use crate::ws::frame::FrameError;
-        assert_eq!(close_code(&WsError::InvalidUtf8).as_u16(), 1007);
-        assert_eq!(
-            close_code(&WsError::MessageTooBig { limit: 1 }).as_u16(),
-            1009
-        );
-        assert_eq!(
-            close_code(&WsError::Frame(FrameError::Unmasked)).as_u16(),
-            1002
-        );
+        let cases = [
+            (WsError::InvalidUtf8, 1007),
+            (WsError::MessageTooBig { limit: 1 }, 1009),
+            (WsError::Frame(FrameError::Unmasked), 1002),
+            (WsError::Frame(FrameError::ReservedBits), 1002),
+            (WsError::UnexpectedContinuation, 1002),
+            (WsError::ExpectedContinuation, 1002),
+            (WsError::InvalidClosePayload, 1002),
+            (WsError::InvalidCloseCode(1005), 1002),
+        ];
+        for (e, code) in cases {
+            assert_eq!(close_code(&e).as_u16(), code, "{e:?}");
+        }
     }
 }

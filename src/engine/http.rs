@@ -7,7 +7,7 @@ use super::conn::{HttpState, Lifecycle, WsState};
 use super::{Engine, Stop};
 use crate::error::Failure;
 use crate::guard::TokenBucket;
-use crate::http::{parse_request, Parsed, RequestLimits, Response};
+use crate::http::{parse_request, Parsed, RequestLimits};
 use crate::log::Level;
 use crate::outq::{Bound, Chunk};
 use crate::rest::{self, Answer, Effect};
@@ -94,7 +94,7 @@ impl<S> Engine<S> {
                 }
                 Err(e) => {
                     crate::log!(Level::Debug, "bad_request", "conn" => self.conns[key].id.as_u64(), "error" => e.to_string());
-                    let bytes = Response::error(&Failure::from(e)).encode(false, false);
+                    let bytes = Failure::from(e).response().encode(false, false);
                     self.answer(key, bytes);
                     self.drain(key, now);
                     return (buf.len(), Stop::Done);

@@ -61,8 +61,9 @@ impl<S> Engine<S> {
 
     /// Answered 503 and closed (past a connection limit).
     pub(super) fn refuse(&mut self, key: usize, now: Instant) {
-        let bytes =
-            crate::http::Response::error(&crate::error::Failure::AtCapacity).encode(false, false);
+        let bytes = crate::error::Failure::AtCapacity
+            .response()
+            .encode(false, false);
         self.push(key, Chunk::Owned(bytes), Bound::Exempt);
         // Never counted as open: straight to draining without passing through the gauges.
         self.conns[key].state = Lifecycle::Draining { write_shut: false };

@@ -104,8 +104,7 @@ impl<S> Engine<S> {
             Event::Binary(data) if echo => self.answer(key, encode_frame(OpCode::Binary, &data)),
             Event::Text(text) => self.on_message(key, &text, budget, now),
             Event::Binary(_) => {
-                let frame =
-                    protocol::error_frame(None, None, &MessageError::Binary.into(), &self.ts);
+                let frame = Failure::from(MessageError::Binary).frame(None, None, &self.ts);
                 self.answer(key, frame);
             }
         }
@@ -116,7 +115,7 @@ impl<S> Engine<S> {
             Ok(m) => m,
             Err(e) => {
                 let rid = protocol::salvage_request_id(text);
-                let frame = protocol::error_frame(rid, None, &e.into(), &self.ts);
+                let frame = Failure::from(e).frame(rid, None, &self.ts);
                 self.answer(key, frame);
                 return;
             }
@@ -164,7 +163,7 @@ impl<S> Engine<S> {
                 let failure = Failure::RateLimited {
                     per_second: self.config.publish_rate_limit,
                 };
-                protocol::error_frame(rid, None, &failure, &ts)
+                failure.frame(rid, None, &ts)
             }
             ClientMessage::Publish {
                 topic,
@@ -260,7 +259,7 @@ impl<S> Engine<S> {
         };
         c.out.drop_unstarted();
         // Not an answer: it goes out even while answers are held.
-        let notice = protocol::error_frame(None, None, &failure, &self.ts);
+        let notice = failure.frame(None, None, &self.ts);
         c.out.push(Chunk::Owned(notice), Bound::Exempt);
         self.stats.messages.slow_consumer_disconnects += 1;
         let id = c.id;
@@ -304,5 +303,5 @@ impl<S> Engine<S> {
 }
 
 fn topic_error(rid: Option<&RawValue>, topic: &str, e: BrokerError, ts: &str) -> Vec<u8> {
-    protocol::error_frame(rid, Some(topic), &e.into(), ts)
+    Failure::from(e).frame(rid, Some(topic), ts)
 }

@@ -367,36 +367,57 @@ mod tests {
     }
 
     #[test]
-    fn errors_map_to_statuses() {
-        let cases: &[(&[u8], u16)] = &[
-            (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400),
-            (b"GET\x01 / HTTP/1.1\r\n\r\n", 400),
-            (b"GET / HTTP/2.0\r\n\r\n", 400),
-            (b"GET relative HTTP/1.1\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n", 413),
-            (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
+    fn each_malformation_has_its_error() {
+        use RequestError::*;
+        let cases: &[(&[u8], RequestError)] = &[
+            (
+                b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+                Malformed("invalid header name"),
+            ),
+            (
+                b"GET\x01 / HTTP/1.1\r\n\r\n",
+                Malformed("invalid token in request line"),
+            ),
+            (
+                b"GET / HTTP/2.0\r\n\r\n",
+                Malformed("unsupported HTTP version"),
+            ),
+            (
+                b"GET relative HTTP/1.1\r\n\r\n",
+                Malformed("request target must be an absolute path"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 2000\r\n\r\n",
+                BodyTooLarge { limit: 1024 },
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                BadContentLength,
+            ),
             (
                 b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                400,
+                BadContentLength,
             ),
             (
                 b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                400,
+                Malformed("both Content-Length and Transfer-Encoding are present"),
             ),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                UnsupportedTransferEncoding,
+            ),
             (
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                400,
+                BadChunk,
             ),
             (
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n",
-                413,
+                BodyTooLarge { limit: 1024 },
             ),
         ];
-        for (input, status) in cases {
+        for (input, want) in cases {
             let err = parse_request(input, &LIMITS).unwrap_err();
-            let wire = crate::error::Failure::from(err).wire();
-            assert_eq!(wire.status, *status, "{}", String::from_utf8_lossy(input));
+            assert_eq!(&err, want, "{}", String::from_utf8_lossy(input));
         }
     }
 

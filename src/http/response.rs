@@ -4,8 +4,6 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::error::Failure;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
@@ -36,17 +34,10 @@ impl Response {
         r
     }
 
-    /// `{"error":{"code":"...","message":"..."}}` with the failure's status and header.
-    pub fn error(failure: &Failure) -> Response {
-        let wire = failure.wire();
-        let body = serde_json::json!({
-            "error": { "code": wire.code.as_str(), "message": failure.to_string() }
-        });
-        let mut r = Response::json(wire.status, &body);
-        if let Some((name, value)) = wire.header {
-            r.headers.push((name, value.into()));
-        }
-        r
+    /// `{"error":{"code":"...","message":"..."}}` (`error::Failure::response` says which).
+    pub fn error(status: u16, code: &str, message: &str) -> Response {
+        let body = serde_json::json!({ "error": { "code": code, "message": message } });
+        Response::json(status, &body)
     }
 
     /// The bytes on the wire. `keep_alive` is whether the connection stays open afterwards.

@@ -3,7 +3,6 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::error::Failure;
 use crate::ws::frame::{encode_header, OpCode, MAX_HEADER_LEN};
 
 /// Serialises `value` as JSON straight into a text frame, header included.
@@ -80,7 +79,7 @@ impl<'a> Ack<'a> {
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
-    code: &'static str,
+    code: &'a str,
     message: &'a str,
 }
 
@@ -96,21 +95,19 @@ struct ErrorMessage<'a> {
     ts: &'a str,
 }
 
-/// An `error` answer, its code from the one mapping in `error`.
+/// An `error` message (`error::Failure::frame` says which code and message).
 pub fn error_frame(
     request_id: Option<&RawValue>,
     topic: Option<&str>,
-    failure: &Failure,
+    code: &str,
+    message: &str,
     ts: &str,
 ) -> Vec<u8> {
     text_frame(&ErrorMessage {
         kind: "error",
         request_id,
         topic,
-        error: ErrorBody {
-            code: failure.code().as_str(),
-            message: &failure.to_string(),
-        },
+        error: ErrorBody { code, message },
         ts,
     })
 }

@@ -111,7 +111,7 @@ pub fn handle(state: &mut State<'_>, request: &Request<'_>, now: Instant) -> Out
 fn route(state: &mut State<'_>, request: &Request<'_>, now: Instant) -> Outcome {
     let route = match resolve(request.method, request.path, state.config.enable_echo) {
         Ok(route) => route,
-        Err(e) => return Outcome::respond(Response::error(&e.into())),
+        Err(e) => return Outcome::respond(Failure::from(e).response()),
     };
     let origins = state.config.allowed_origins.as_ref();
     let rest = match route {
@@ -119,7 +119,7 @@ fn route(state: &mut State<'_>, request: &Request<'_>, now: Instant) -> Outcome 
         Route::Console => return Outcome::respond(console::page()),
         Route::Preflight => {
             return Outcome::respond(match guard::check_origin(request, origins) {
-                Err(e) => Response::error(&e.into()),
+                Err(e) => Failure::from(e).response(),
                 Ok(()) => {
                     let mut r = Response::new(204);
                     r.headers.extend(guard::cors_headers(request, origins));
@@ -151,7 +151,7 @@ fn route(state: &mut State<'_>, request: &Request<'_>, now: Instant) -> Outcome 
         RestRoute::Stats => Ok(views::stats(state, now)),
         RestRoute::Metrics => Ok(views::metrics(state, now)),
     });
-    let mut response = result.unwrap_or_else(|e| Response::error(&e));
+    let mut response = result.unwrap_or_else(|e| e.response());
     response
         .headers
         .extend(guard::cors_headers(request, origins));
@@ -172,7 +172,7 @@ fn upgrade(state: &State<'_>, request: &Request<'_>, echo: bool) -> Outcome {
         });
     let refused = |reason: UpgradeRefusal, failure: Failure| {
         crate::log!(Level::Debug, "upgrade_refused", "reason" => reason.label());
-        let mut response = Response::error(&failure);
+        let mut response = failure.response();
         // Refused while draining: the connection will not be served again.
         response.close = matches!(failure, Failure::ShuttingDown);
         Outcome {

@@ -355,37 +355,25 @@ mod tests {
 
     #[test]
     fn violations_and_their_close_codes() {
-        let cases: Vec<(Vec<u8>, WsError, u16)> = vec![
-            (
-                client_frame(true, 0, b"x"),
-                WsError::UnexpectedContinuation,
-                1002,
-            ),
+        let cases: Vec<(Vec<u8>, WsError)> = vec![
+            (client_frame(true, 0, b"x"), WsError::UnexpectedContinuation),
             (
                 [client_frame(false, 1, b"a"), client_frame(true, 1, b"b")].concat(),
                 WsError::ExpectedContinuation,
-                1002,
             ),
-            (client_frame(true, 1, b"\xff"), WsError::InvalidUtf8, 1007),
-            (
-                client_frame(true, 8, &[3]),
-                WsError::InvalidClosePayload,
-                1002,
-            ),
+            (client_frame(true, 1, b"\xff"), WsError::InvalidUtf8),
+            (client_frame(true, 8, &[3]), WsError::InvalidClosePayload),
             (
                 client_frame(true, 8, &[0x03, 0xED]),
                 WsError::InvalidCloseCode(1005),
-                1002,
             ),
             (
                 client_frame(true, 8, &[0x03, 0xE8, 0xff]),
                 WsError::InvalidUtf8,
-                1007,
             ),
             (
                 client_frame(true, 2, &[0; 200]),
                 WsError::MessageTooBig { limit: 150 },
-                1009,
             ),
             (
                 [
@@ -394,14 +382,12 @@ mod tests {
                 ]
                 .concat(),
                 WsError::MessageTooBig { limit: 150 },
-                1009,
             ),
         ];
-        for (bytes, err, code) in cases {
+        for (bytes, err) in cases {
             for chunk in [1, 3, bytes.len()] {
                 let (_, got) = run(&bytes, chunk, 150);
                 assert_eq!(got, Some(err), "chunk {chunk}");
-                assert_eq!(crate::error::close_code(&err).as_u16(), code);
             }
         }
     }

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use pubsub::broker::{Broker, BrokerLimits};
 use pubsub::config::Config;
 use pubsub::error::Failure;
-use pubsub::http::{parse_request, Parsed, RequestLimits, Response};
+use pubsub::http::{parse_request, Parsed, RequestLimits};
 use pubsub::ids::{ConnId, Replay, TopicName};
 use pubsub::protocol::{self, ClientMessage};
 use pubsub::ws::frame::{
@@ -74,7 +74,7 @@ pub fn http_request(data: &[u8]) {
             }
             Ok(Parsed::Partial { .. }) => return,
             Err(e) => {
-                let bytes = Response::error(&Failure::from(e)).encode(false, false);
+                let bytes = Failure::from(e).response().encode(false, false);
                 assert!(bytes.starts_with(b"HTTP/1.1 4") || bytes.starts_with(b"HTTP/1.1 5"));
                 return;
             }
@@ -104,7 +104,7 @@ pub fn ws_handshake(data: &[u8]) {
         Err(e) => {
             let failure = Failure::from(e);
             assert!(matches!(failure.wire().status, 400 | 405 | 426));
-            let _ = Response::error(&failure).encode(false, false);
+            let _ = failure.response().encode(false, false);
         }
     }
 }
