@@ -3,25 +3,22 @@
 //! must apply to other connections come out. Routing is in `routes`, the read-only views in
 //! `views`, the console page in `console`.
 
+pub mod body;
 pub mod console;
 pub mod routes;
 mod views;
 
-use std::fmt;
 use std::time::{Duration, Instant};
-
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::broker::{Broker, ConnId};
 use crate::config::Config;
 use crate::error::Failure;
 use crate::guard::{self, GuardError};
 use crate::http::{Request, Response};
-use crate::ids::{InvalidTopicName, TopicName};
 use crate::log::Level;
 use crate::stats::{Stats, UpgradeRefusal};
 use crate::ws::handshake::{self, HandshakeError};
+pub use body::BodyError;
 pub use routes::{resolve, RestRoute, Route, RouteError};
 
 /// What the handlers see of the server.
@@ -72,29 +69,6 @@ impl Outcome {
         Outcome {
             answer: Answer::Respond(response),
             effect: Effect::None,
-        }
-    }
-}
-
-/// A `POST /topics` body that is not what the endpoint takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyError {
-    NotAnObject(String),
-    MissingName,
-    NameNotString,
-    InvalidName(InvalidTopicName),
-}
-
-impl fmt::Display for BodyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BodyError::NotAnObject(e) => write!(
-                f,
-                "body must be a JSON object like {{\"name\":\"orders\"}}: {e}"
-            ),
-            BodyError::MissingName => f.write_str("name is required"),
-            BodyError::NameNotString => f.write_str("name must be a string"),
-            BodyError::InvalidName(e) => e.fmt(f),
         }
     }
 }
@@ -201,20 +175,7 @@ fn upgrade(state: &State<'_>, request: &Request<'_>, echo: bool) -> Outcome {
 }
 
 fn create_topic(state: &mut State<'_>, body: &[u8]) -> Result<Response, Failure> {
-    #[derive(Deserialize)]
-    struct Create<'a> {
-        #[serde(borrow)]
-        name: Option<&'a RawValue>,
-    }
-    // serde fills a struct from a JSON array too; the body must be an object.
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(BodyError::NotAnObject("expected an object".into()).into());
-    }
-    let parsed: Create<'_> =
-        serde_json::from_slice(body).map_err(|e| BodyError::NotAnObject(e.to_string()))?;
-    let raw = parsed.name.ok_or(BodyError::MissingName)?;
-    let name: String = serde_json::from_str(raw.get()).map_err(|_| BodyError::NameNotString)?;
-    let name = TopicName::new(name).map_err(BodyError::InvalidName)?;
+    let name = body::topic_name(body)?;
     state.broker.create_topic(&name)?;
     crate::log!(Level::Info, "topic_created", "topic" => name.as_str());
     Ok(Response::json(
