@@ -69,10 +69,9 @@ mod tests {
             Err(BodyError::NotAnObject(_))
         ));
         assert_eq!(topic_name(b"{}"), Err(BodyError::MissingName));
-        assert_eq!(
-            topic_name(br#"{"name":null}"#),
-            Err(BodyError::NameNotString)
-        );
+        // null is no name at all, as for every optional field.
+        assert_eq!(topic_name(br#"{"name":null}"#), Err(BodyError::MissingName));
+        assert_eq!(topic_name(br#"{"name":5}"#), Err(BodyError::NameNotString));
         assert_eq!(
             topic_name(br#"{"name":"a b"}"#),
             Err(BodyError::InvalidName(InvalidTopicName))
