@@ -157,11 +157,6 @@ impl<S> Engine<S> {
         &self.stats
     }
 
-    /// The loop's own counters (poll, read and write calls) are kept with the engine's.
-    pub fn stats_mut(&mut self) -> &mut Stats {
-        &mut self.stats
-    }
-
     pub fn broker(&self) -> &Broker {
         &self.broker
     }
@@ -219,10 +214,15 @@ impl<S> Engine<S> {
         key
     }
 
-    /// Starts a tick: work left over from the last one becomes this one's, and `unix_ms` is
-    /// the wall-clock time every message sent in this tick carries.
-    pub fn begin_tick(&mut self, unix_ms: u64) {
+    /// Starts a tick after a poll that returned `events`: work left over from the last one
+    /// becomes this one's, and `unix_ms` is the wall-clock time every message sent in this tick
+    /// carries.
+    pub fn begin_tick(&mut self, unix_ms: u64, events: usize) {
         self.ts = Timestamp::at(unix_ms);
+        let stats = &mut self.stats.event_loop;
+        stats.ticks += 1;
+        stats.events += events as u64;
+        stats.events_per_tick.record(events as u64);
         let l = &mut self.lists;
         l.reads.append(&mut l.reads_next);
         l.runs.append(&mut l.runs_next);

@@ -112,12 +112,8 @@ impl Server {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
-            self.engine.begin_tick(crate::time::unix_millis());
-            let n = events.iter().count() as u64;
-            let stats = &mut self.engine.stats_mut().event_loop;
-            stats.ticks += 1;
-            stats.events += n;
-            stats.events_per_tick.record(n);
+            let n = events.iter().count();
+            self.engine.begin_tick(crate::time::unix_millis(), n);
 
             for event in events.iter() {
                 match event.token() {

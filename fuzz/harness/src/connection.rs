@@ -173,7 +173,7 @@ const READ_BYTES: usize = 4096;
 
 /// One tick as the event loop runs it: readiness, reads, the engine's work, flushes, reaps.
 fn tick(engine: &mut Engine<Sink>, readable: &[usize], now: Instant, start: Instant) {
-    engine.begin_tick((now - start).as_millis() as u64);
+    engine.begin_tick((now - start).as_millis() as u64, readable.len());
     for &key in readable {
         let r = Readiness {
             readable: true,

@@ -99,7 +99,7 @@ impl Rig {
     fn tick(&mut self) {
         self.ticks += 1;
         let unix_ms = (self.now - self.start).as_millis() as u64;
-        self.engine.begin_tick(unix_ms);
+        self.engine.begin_tick(unix_ms, 1);
         let keys: Vec<usize> = self.engine.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let p = self.peer(key);
