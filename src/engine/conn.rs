@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::answers::AnswerOrder;
+use super::INPUT_BUDGET;
 use crate::guard::TokenBucket;
 use crate::ids::ConnId;
 use crate::outq::OutQueue;
@@ -43,6 +44,38 @@ pub(super) struct WsState {
     /// The publish rate limiter, when `PUBLISH_RATE_LIMIT` is set (boxed: most servers run
     /// without one, and every idle WebSocket would pay for its room).
     pub bucket: Option<Box<TokenBucket>>,
+}
+
+/// A connection's share of one tick: what is left of its input budget and how many reads it
+/// had, renewed when a new tick first touches it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Share {
+    tick: u32,
+    pub budget: u32,
+    pub reads: u8,
+}
+
+impl Default for Share {
+    fn default() -> Share {
+        Share {
+            tick: 0,
+            budget: INPUT_BUDGET,
+            reads: 0,
+        }
+    }
+}
+
+impl Share {
+    pub fn refreshed(&mut self, tick: u32) -> &mut Share {
+        if self.tick != tick {
+            *self = Share {
+                tick,
+                budget: INPUT_BUDGET,
+                reads: 0,
+            };
+        }
+        self
+    }
 }
 
 /// Which of the engine's work lists a connection is on, and what its transport last said.
@@ -84,6 +117,7 @@ pub(super) struct Conn<S> {
     pub scheduled: Option<Instant>,
     pub last_seen: Instant,
     pub marks: Marks,
+    pub share: Share,
 }
 
 impl<S> Conn<S> {
@@ -100,6 +134,7 @@ impl<S> Conn<S> {
             scheduled: None,
             last_seen: now,
             marks: Marks::default(),
+            share: Share::default(),
         }
     }
 

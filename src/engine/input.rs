@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::conn::Lifecycle;
-use super::{Engine, INPUT_BUDGET, PAUSE_BYTES};
+use super::{Engine, PAUSE_BYTES};
 
 impl<S> Engine<S> {
     /// Whether reading this connection's transport is useful now.
@@ -36,7 +36,8 @@ impl<S> Engine<S> {
         if matches!(c.state, Lifecycle::Draining { .. } | Lifecycle::Closed) {
             return;
         }
-        let mut budget = INPUT_BUDGET;
+        let tick = self.tick_no;
+        let mut budget = c.share.refreshed(tick).budget;
         let stop = if c.input.is_empty() {
             let (used, stop) = self.consume(key, fresh, &mut budget, now);
             if let Some(c) = self.conns.get_mut(key) {
@@ -61,6 +62,7 @@ impl<S> Engine<S> {
             stop
         };
         let c = &mut self.conns[key];
+        c.share.budget = budget;
         c.marks.backlog = matches!(stop, Stop::Budget | Stop::Paused) && !c.input.is_empty();
         if stop == Stop::Budget && c.marks.backlog && !c.marks.on_run_list {
             c.marks.on_run_list = true;

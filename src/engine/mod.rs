@@ -56,6 +56,9 @@ pub const INPUT_BUDGET: u32 = 256;
 pub const PAUSE_BYTES: usize = 256 * 1024;
 /// Bytes offered to one connection per tick (more while it is over its event bound).
 pub const WRITE_BUDGET: usize = 256 * 1024;
+/// Reads of one connection per tick (each fills at most the loop's 64 KiB buffer), while its
+/// input budget lasts.
+pub const READS_PER_TICK: u8 = 16;
 
 /// What the transport reported for a connection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -119,6 +122,8 @@ pub struct Engine<S> {
     event_buf: Vec<u8>,
     /// The wall-clock time of this tick, as every message sent in it carries it.
     ts: Timestamp,
+    /// Counts ticks, so a connection's share is renewed once per tick.
+    tick_no: u32,
     started: Instant,
     next_heartbeat: Instant,
     shutting_down: bool,
@@ -144,6 +149,7 @@ impl<S> Engine<S> {
             fanout: Vec::new(),
             event_buf: Vec::new(),
             ts: Timestamp::at(0),
+            tick_no: 0,
             started: now,
             shutting_down: false,
         }
@@ -219,6 +225,7 @@ impl<S> Engine<S> {
     /// carries.
     pub fn begin_tick(&mut self, unix_ms: u64, events: usize) {
         self.ts = Timestamp::at(unix_ms);
+        self.tick_no = self.tick_no.wrapping_add(1);
         let stats = &mut self.stats.event_loop;
         stats.ticks += 1;
         stats.events += events as u64;
@@ -287,9 +294,15 @@ impl<S> Engine<S> {
                 self.stats.event_loop.bytes_in += bytes.len() as u64;
                 let more = filled || c.marks.read_to_end;
                 c.marks.readable = more;
+                let tick = self.tick_no;
+                c.share.refreshed(tick).reads += 1;
                 self.take_input(key, bytes, now);
                 if more && self.wants_input(key) {
-                    self.queue_read(key, true);
+                    // Another read this tick while its share lasts (after every other
+                    // connection's first), else the next tick.
+                    let c = &self.conns[key];
+                    let again = c.share.budget > 0 && c.share.reads < READS_PER_TICK;
+                    self.queue_read(key, !again);
                 }
             }
             Received::Empty => {

@@ -3,6 +3,8 @@
 use super::*;
 use crate::config::Config;
 use crate::engine::INPUT_BUDGET;
+use serde_json::json;
+
 use crate::ws::frame::{encode_client_frame, OpCode};
 
 #[test]
@@ -152,4 +154,33 @@ fn pipelined_requests_are_all_answered_without_waiting_for_a_timer() {
     let out = String::from_utf8_lossy(&rig.taken(key)).to_string();
     assert_eq!(out.matches("HTTP/1.1 200 OK").count(), total);
     assert!(rig.is_open(key));
+}
+
+#[test]
+fn big_messages_get_several_reads_a_tick_and_the_others_still_theirs() {
+    let mut rig = Rig::new(Config::default());
+    create(&mut rig, "t");
+    let sub = rig.websocket();
+    subscribe(&mut rig, sub, "t");
+    let publisher = rig.websocket();
+    let probe = rig.websocket();
+    let big = "x".repeat(16 * 1024);
+    let mut input = Vec::new();
+    for i in 1..=40u64 {
+        let msg = json!({"type": "publish", "topic": "t", "request_id": i,
+            "message": {"id": "550e8400-e29b-41d4-a716-446655440000", "payload": big}});
+        encode_client_frame(
+            &mut input,
+            OpCode::Text,
+            msg.to_string().as_bytes(),
+            [1, 2, 3, 4],
+        );
+    }
+    // 650 KiB: ten of the loop's reads, all in one tick while the budget lasts.
+    rig.write(publisher, &input);
+    rig.message(probe, ping(1));
+    rig.tick();
+    assert_eq!(event_seqs(&rig.received(sub)), (1..=40).collect::<Vec<_>>());
+    assert_eq!(kinds(&rig.received(probe)), ["pong"]);
+    assert!(!rig.engine.has_pending_work());
 }
