@@ -2,9 +2,9 @@
 //! engine in the same order every tick:
 //!
 //! 1. `begin_tick`, then `readiness` for each event the poll returned;
-//! 2. `next_read` / `received`: each readable connection is read once (one buffer) and its
-//!    input handled within a per-connection budget; what the budget leaves waits for the next
-//!    tick;
+//! 2. `next_read` / `received`: each readable connection is read (one buffer at a time, every
+//!    connection once before any twice) and its input handled within its share of the tick;
+//!    what the share leaves waits for the next tick;
 //! 3. `tick`: input held back earlier, then deadlines and heartbeats;
 //! 4. `next_flush`: each connection with output is offered to its transport once, within a
 //!    per-connection write budget; the slow-consumer bound is applied here, to what the
