@@ -40,7 +40,6 @@ use crate::broker::{Broker, BrokerLimits};
 use crate::config::Config;
 use crate::ids::ConnId;
 use crate::log::Level;
-
 use crate::stats::Stats;
 use crate::time::Timestamp;
 pub use answers::Ticket;
