@@ -1,26 +1,18 @@
 #!/usr/bin/env bash
-# The measurements quoted in README.md "Performance": every scenario, one JSON line each, in
-# $OUT (default target/bench-results.jsonl). Takes about six minutes on a 2-core machine.
+# The measurements quoted in README.md "Performance", as one report: every standard scenario,
+# one process each, into $OUT (default target/bench-report): results.jsonl (one JSON line per
+# run, with its exact command line), report.html (self-contained, with plots) and plots/*.svg.
+# The two plots the README shows are copied to docs/bench/. Takes about six minutes on a 2-core
+# machine. Extra arguments go to the report, e.g. --baseline path/to/other/pubsub to measure
+# another build interleaved with this one and compare them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-out=${OUT:-target/bench-results.jsonl}
-secs=${SECS:-3}
+out=${OUT:-target/bench-report}
 cargo build --release --quiet
 (cd bench && cargo build --release --quiet)
-b=bench/target/release/pubsub-bench
-: >"$out"
-run() { echo "+ pubsub-bench $*" >&2; "$b" "$@" --json | tee -a "$out" || echo "(that run reported a failure)" >&2; }
-run fanout --duration "$secs"
-run fanout --duration "$secs" --server bench/target/release/pubsub-counting
-for n in 10 100 10000; do run fanout --subscribers "$n" --duration "$secs"; done
-for p in 64 1024 16384 60000; do run fanout --payload "$p" --duration "$secs"; done
-run latency --rate 2000 --duration 10
-run latency --rate 2000 --duration 10 --busy-poll
-run latency --rate 10000 --duration 10
-run topics --duration "$secs"
-run slow --duration "$secs"
-run noisy --duration 5
-run send-cost --duration 5
-for n in 1000 10000 15000; do run conns --conns "$n"; done
-echo "results in $out" >&2
+bench/target/release/pubsub-bench report --out "$out" "$@"
+mkdir -p docs/bench
+cp "$out/plots/latency-latency-rate-2000-duration-10.svg" docs/bench/latency-2000-per-sec.svg
+cp "$out/plots/server-cpu-per-delivery-by-subscribers-128-payload-bytes.svg" docs/bench/cpu-by-subscribers.svg
+echo "report in $out/report.html; README plots in docs/bench/" >&2

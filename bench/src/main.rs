@@ -5,6 +5,7 @@ mod ceiling;
 mod client;
 mod measure;
 mod noisy;
+mod report;
 mod scenario;
 mod sendcost;
 
@@ -28,6 +29,9 @@ scenarios
             doing ping round trips: the probe's latency quiet and under attack, in one run
   send-cost what one small write to a loopback socket costs by system call (writev, sendmsg,
             send), over --subscribers sockets (default 100) of --payload bytes; no server
+  report    all the scenarios above, one process each, into one HTML page with plots and the JSON
+            lines it was made from (pubsub-bench report --help)
+  compare   the same page for two results files, the second against the first as baseline
 
 options
   --server PATH       the pubsub binary to start (default target/release/pubsub)
@@ -279,6 +283,13 @@ impl Target {
 }
 
 fn main() {
+    // These two take their own arguments (files, and a plan of runs).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("report") => std::process::exit(report::report(&args[1..])),
+        Some("compare") => std::process::exit(report::compare(&args[1..])),
+        _ => {}
+    }
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {

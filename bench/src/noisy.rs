@@ -98,7 +98,9 @@ fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 fn read_text(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(h) = decode_header(buf, Role::Client).map_err(|e| io::Error::other(e.to_string()))? {
+        if let Some(h) =
+            decode_header(buf, Role::Client).map_err(|e| io::Error::other(e.to_string()))?
+        {
             let end = h.header_len + h.payload_len as usize;
             if buf.len() >= end {
                 let payload = buf[h.header_len..end].to_vec();
@@ -165,11 +167,8 @@ fn attack(
     for (i, (s, kind)) in conns.into_iter().enumerate() {
         s.set_nonblocking(true)?;
         let mut s = mio::net::TcpStream::from_std(s);
-        poll.registry().register(
-            &mut s,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        poll.registry()
+            .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
         streams.push((s, kind.block(), 0usize, false));
     }
     let mut events = Events::with_capacity(64);

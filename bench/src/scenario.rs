@@ -252,6 +252,23 @@ fn ms(ns: u64) -> Value {
     json!(ns as f64 / 1e6)
 }
 
+/// The quantiles a latency distribution is reported at, for the report's percentile plots.
+const QUANTILES: [f64; 12] = [
+    0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999,
+];
+
+/// `[[quantile, ms], ...]` at `QUANTILES` (none if nothing was measured).
+fn percentiles(latency: &Latency) -> Value {
+    if latency.n == 0 {
+        return json!([]);
+    }
+    let points: Vec<Value> = QUANTILES
+        .iter()
+        .map(|&q| json!([q, latency.quantile(q) as f64 / 1e6]))
+        .collect();
+    json!(points)
+}
+
 fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
     let secs = run.elapsed.as_secs_f64();
     rows.push((
@@ -266,6 +283,8 @@ fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
     rows.push(("latency_p99_ms", ms(run.latency.quantile(0.99))));
     rows.push(("latency_p999_ms", ms(run.latency.quantile(0.999))));
     rows.push(("latency_max_ms", ms(run.latency.max_ns)));
+    rows.push(("latency_samples", json!(run.latency.n)));
+    rows.push(("latency_percentiles_ms", percentiles(&run.latency)));
     rows.push(("lost", json!(run.lost)));
     rows.push(("duplicates", json!(run.duplicates)));
     rows.push(("out_of_order", json!(run.out_of_order)));
@@ -389,6 +408,10 @@ pub fn fanout(opts: &Opts, against_server: bool) -> Report {
         json!(ceiling.server_cpu.as_secs_f64() * 1e6 / ceiling.delivered.max(1) as f64),
     ));
     rows.push(("percent_of_ceiling", json!(100.0 * rate / ceiling_rate)));
+    rows.push((
+        "ceiling_latency_percentiles_ms",
+        percentiles(&ceiling.latency),
+    ));
     let ok = run.lost == 0
         && run.duplicates == 0
         && run.out_of_order == 0
@@ -474,6 +497,10 @@ pub fn latency(opts: &Opts) -> Report {
     rows.push(("all_subscribers_survived", json!(run.cut == 0)));
     rows.push(("ceiling_latency_p50_ms", ms(ceiling.latency.quantile(0.50))));
     rows.push(("ceiling_latency_p99_ms", ms(ceiling.latency.quantile(0.99))));
+    rows.push((
+        "ceiling_latency_percentiles_ms",
+        percentiles(&ceiling.latency),
+    ));
     rows.push((
         "ceiling_cpu_us_per_delivery",
         json!(ceiling.server_cpu.as_secs_f64() * 1e6 / ceiling.delivered.max(1) as f64),

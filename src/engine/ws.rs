@@ -20,10 +20,6 @@ use crate::ws::{CloseCode, Event, WsError};
 /// The event serialisation buffer is kept between publishes up to this size (bigger messages
 /// get a buffer of their own each time, so one large publish does not pin its memory).
 const EVENT_BUF_KEEP: usize = 64 * 1024 + 1024;
-/// A publish costs one unit of its connection's budget, plus one per this many deliveries (a
-/// fan-out to the default 100 subscribers costs one unit: most of its cost is the writes, which
-/// batch better the more events a tick carries).
-const DELIVERIES_PER_UNIT: usize = 1024;
 
 impl<S> Engine<S> {
     /// Decodes frames at the start of `buf` and handles their messages within the budget.
@@ -49,7 +45,7 @@ impl<S> Engine<S> {
                     pos += n;
                     *budget -= 1;
                     if let Some(event) = event {
-                        self.on_event(key, event, budget, now);
+                        self.on_event(key, event, now);
                     }
                 }
                 Err(e) => {
@@ -71,7 +67,7 @@ impl<S> Engine<S> {
         self.drain(key, now);
     }
 
-    fn on_event(&mut self, key: usize, event: Event<'_>, budget: &mut u32, now: Instant) {
+    fn on_event(&mut self, key: usize, event: Event<'_>, now: Instant) {
         let (echo, closing) = match &self.conns[key].state {
             Lifecycle::Open(ws) => (ws.echo, false),
             Lifecycle::Closing(ws) => (ws.echo, true),
@@ -102,7 +98,7 @@ impl<S> Engine<S> {
             _ if closing => {}
             Event::Text(text) if echo => self.answer(key, encode_frame(OpCode::Text, &text)),
             Event::Binary(data) if echo => self.answer(key, encode_frame(OpCode::Binary, &data)),
-            Event::Text(text) => self.on_message(key, &text, budget, now),
+            Event::Text(text) => self.on_message(key, &text, now),
             Event::Binary(_) => {
                 let frame = Failure::from(MessageError::Binary).frame(None, None, &self.ts);
                 self.answer(key, frame);
@@ -110,7 +106,7 @@ impl<S> Engine<S> {
         }
     }
 
-    fn on_message(&mut self, key: usize, text: &[u8], budget: &mut u32, now: Instant) {
+    fn on_message(&mut self, key: usize, text: &[u8], now: Instant) {
         let incoming = match protocol::parse(text) {
             Ok(m) => m,
             Err(e) => {
@@ -170,8 +166,7 @@ impl<S> Engine<S> {
                 id: message_id,
                 payload,
             } => match self.publish(&topic, &message_id, payload) {
-                Ok((seq, deliveries)) => {
-                    *budget -= (deliveries / DELIVERIES_PER_UNIT).min(*budget as usize) as u32;
+                Ok(seq) => {
                     let mut ack = Ack::new(rid, &topic, &ts);
                     ack.seq = Some(seq);
                     protocol::text_frame(&ack)
@@ -199,14 +194,16 @@ impl<S> Engine<S> {
     }
 
     /// Records the event and queues its one shared frame for every subscriber; returns its
-    /// seq and how many subscribers it was queued for. No bound is checked here: whether a
-    /// subscriber keeps up is decided when its socket is offered what it was queued.
+    /// seq. No bound is checked here: whether a subscriber keeps up is decided when its socket
+    /// is offered what it was queued. (A publish costs one unit of its connection's budget
+    /// however many subscribers it reaches: most of a fan-out's cost is the writes, one per
+    /// subscriber per tick, which carry more events each the more publishes a tick handles.)
     fn publish(
         &mut self,
         topic: &TopicName<'_>,
         id: &str,
         payload: &RawValue,
-    ) -> Result<(u64, usize), BrokerError> {
+    ) -> Result<u64, BrokerError> {
         // Serialised into a buffer the engine keeps, then copied once into the shared frame.
         let mut buf = std::mem::take(&mut self.event_buf);
         let ts = self.ts;
@@ -243,7 +240,7 @@ impl<S> Engine<S> {
         }
         self.stats.messages.delivered += delivered as u64;
         self.fanout = targets;
-        Ok((seq, delivered))
+        Ok(seq)
     }
 
     /// The socket refused and the live events left are over `SUBSCRIBER_QUEUE_SIZE` frames or
