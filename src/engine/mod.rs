@@ -54,7 +54,7 @@ pub const INPUT_BUDGET: u32 = 256;
 /// The WebSocket protocol pauses at `MAX_QUEUE_BYTES` if that is lower.
 pub const PAUSE_BYTES: usize = 256 * 1024;
 /// Bytes offered to one connection per tick (more while it is over its event bound).
-pub const WRITE_BUDGET: usize = 256 * 1024;
+pub const WRITE_BUDGET: usize = 1024 * 1024;
 /// Reads of one connection per tick (each fills at most the loop's 64 KiB buffer), while its
 /// input budget lasts.
 pub const READS_PER_TICK: u8 = 16;

@@ -87,17 +87,23 @@ fn range(chart: &Chart, pick: fn(&(f64, f64)) -> f64, axis: Axis) -> (f64, f64) 
     match axis {
         Axis::Log => (lo / 1.5, hi * 1.5),
         Axis::Nines => (0.0, (hi - 1e-6).ceil().max(1.0)),
-        Axis::Linear => {
-            let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.05).max(1e-9);
-            ((lo - pad).min(0.0f64.max(lo - pad)), hi + pad)
-        }
+        // From zero, so heights compare honestly.
+        Axis::Linear => (lo.min(0.0), hi + (hi - lo.min(0.0)).abs().max(1e-9) * 0.1),
     }
 }
 
 /// The chart as one `<svg>` element.
 pub fn svg(chart: &Chart) -> Result<String, String> {
     let (x0, x1) = range(chart, |p| p.0, chart.x_axis);
-    let (y0, y1) = range(chart, |p| p.1, chart.y_axis);
+    let (mut y0, mut y1) = range(chart, |p| p.1, chart.y_axis);
+    let mut chart = chart.clone();
+    // A log scale over less than about a decade gets one or two labels: a linear one from zero
+    // reads better there.
+    if chart.y_axis == Axis::Log && y1 / y0 < 20.0 {
+        chart.y_axis = Axis::Linear;
+        (y0, y1) = (0.0, y1 / 1.5 * 1.1);
+    }
+    let chart = &chart;
     match (chart.x_axis, chart.y_axis) {
         (Axis::Log, Axis::Log) => render(chart, (x0..x1).log_scale(), (y0..y1).log_scale(), x1),
         (Axis::Log, _) => render(chart, (x0..x1).log_scale(), y0..y1, x1),
@@ -121,6 +127,7 @@ where
         let mut c = ChartBuilder::on(&root)
             .caption(&chart.title, ("sans-serif", 18))
             .margin(12)
+            .margin_right(28)
             .x_label_area_size(42)
             .y_label_area_size(64)
             .build_cartesian_2d(x, y)
