@@ -171,8 +171,14 @@ where
             )
             .map_err(|x| e(&x))?;
         }
+        // Percentile curves rise to the right; cost curves sit high on the left.
+        let legend = if nines_x {
+            SeriesLabelPosition::UpperLeft
+        } else {
+            SeriesLabelPosition::LowerRight
+        };
         c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(legend)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .draw()
