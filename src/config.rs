@@ -121,24 +121,36 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub variable: &'static str,
-    pub value: String,
+    /// What was given; never kept for a secret, so it cannot reach a log line.
+    pub value: Option<String>,
     pub expected: String,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid {}={:?}: expected {}",
-            self.variable, self.value, self.expected
-        )
+        match &self.value {
+            Some(value) => write!(
+                f,
+                "invalid {}={value:?}: expected {}",
+                self.variable, self.expected
+            ),
+            None => write!(
+                f,
+                "invalid {} (its value is not shown): expected {}",
+                self.variable, self.expected
+            ),
+        }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
-/// The message size the `/echo` conformance route accepts (the Autobahn suite sends 16 MiB).
-pub const ECHO_MAX_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
+impl ConfigError {
+    fn hide_value(mut self) -> ConfigError {
+        self.value = None;
+        self
+    }
+}
 
 impl Config {
     /// Reads the process environment.
@@ -202,15 +214,17 @@ impl Config {
             )?),
             shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECS", d.shutdown_timeout, 1, 3600)?,
             enable_echo: env.parse("ENABLE_ECHO", d.enable_echo, "true or false", parse_bool)?,
-            api_key: env.parse(
-                "API_KEY",
-                None,
-                "a non-empty key of printable ASCII without spaces",
-                |s| {
-                    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
-                        .then(|| Some(Secret(s.to_string())))
-                },
-            )?,
+            api_key: env
+                .parse(
+                    "API_KEY",
+                    None,
+                    "a non-empty key of printable ASCII without spaces",
+                    |s| {
+                        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
+                            .then(|| Some(Secret(s.to_string())))
+                    },
+                )
+                .map_err(ConfigError::hide_value)?,
             allowed_origins: env.parse(
                 "ALLOWED_ORIGINS",
                 None,
@@ -250,7 +264,7 @@ impl Env<'_> {
         };
         parse(raw.trim()).ok_or_else(|| ConfigError {
             variable,
-            value: raw,
+            value: Some(raw),
             expected: expected.to_string(),
         })
     }
@@ -358,5 +372,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("0 to 65535"));
+    }
+
+    #[test]
+    fn a_bad_api_key_is_refused_without_being_repeated() {
+        let err = load(&[("API_KEY", "s3cret with a space")]).unwrap_err();
+        assert_eq!((err.variable, err.value.as_deref()), ("API_KEY", None));
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(err.to_string().contains("not shown"), "{err}");
     }
 }

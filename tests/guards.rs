@@ -296,3 +296,38 @@ fn metrics_move_as_traffic_flows() {
     let _ = ws.socket.read();
     assert_eq!(metric("pubsub_closes_sent_total{code=\"1000\"}"), 1.0);
 }
+
+#[test]
+fn rest_requests_from_origins_not_allowed_are_refused() {
+    let server = Server::start_with(&[("ALLOWED_ORIGINS", "https://app.example")]);
+    // What any web page may send without a preflight: a text/plain POST.
+    let post = |origin: Option<&str>, name: &str| {
+        let body = format!(r#"{{"name":"{name}"}}"#);
+        let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+        send(
+            &server,
+            &format!("POST /topics HTTP/1.1\r\n{origin}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+        )
+    };
+    let r = post(Some("https://evil.example"), "evil");
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (403, Some("FORBIDDEN"))
+    );
+    assert_eq!(post(Some("https://app.example"), "mine").status, 201);
+    assert_eq!(post(None, "cli").status, 201, "no Origin: not a browser");
+    let topics = server.get("/topics");
+    assert_eq!(topics["topics"].as_array().unwrap().len(), 2, "{topics}");
+}
+
+#[test]
+fn an_invalid_api_key_is_refused_at_start_without_being_written_anywhere() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pubsub"))
+        .env("API_KEY", "open sesame")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("API_KEY"), "{text}");
+    assert!(!text.contains("sesame"), "the key was logged: {text}");
+}

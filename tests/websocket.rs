@@ -12,8 +12,9 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::Message;
 
+/// The echo route with room for the big messages these tests send.
 fn echo_server() -> Server {
-    Server::start_with(&[("ENABLE_ECHO", "true")])
+    Server::start_with(&[("ENABLE_ECHO", "true"), ("MAX_MESSAGE_BYTES", "1048576")])
 }
 
 #[test]
@@ -244,4 +245,24 @@ fn shutdown_sends_close_1001() {
     let _ = ws.socket.flush();
     let status = server.terminate();
     assert!(status.success());
+}
+
+#[test]
+fn the_echo_route_keeps_the_message_size_limit() {
+    let server = Server::start_with(&[("ENABLE_ECHO", "true"), ("MAX_MESSAGE_BYTES", "1024")]);
+    let mut s = server.connect();
+    s.write_all(UPGRADE.replace("/ws", "/echo").as_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut s).status, 101);
+    s.write_all(&client_frame(true, 1, &[b'a'; 1000])).unwrap();
+    s.write_all(&client_frame(true, 1, &[b'b'; 2000])).unwrap();
+    let data = read_to_close(&mut s);
+    // The first comes back, the second is refused from its header with 1009.
+    assert!(data.windows(1000).any(|w| w.iter().all(|&b| b == b'a')));
+    assert!(!data.windows(100).any(|w| w.iter().all(|&b| b == b'b')));
+    let close = data
+        .windows(2)
+        .position(|w| w == [0x88, 0x02] || w[0] == 0x88)
+        .unwrap();
+    assert_eq!(&data[close + 2..close + 4], &1009u16.to_be_bytes());
 }

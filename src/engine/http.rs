@@ -120,11 +120,6 @@ impl<S> Engine<S> {
     }
 
     fn upgrade(&mut self, key: usize, accept: &str, echo: bool, now: Instant) {
-        let max_message = if echo {
-            crate::config::ECHO_MAX_MESSAGE_BYTES
-        } else {
-            self.config.max_message_bytes
-        };
         self.answer(key, handshake::response(accept));
         self.stats.connections.upgrades += 1;
         self.clear_deadline(key);
@@ -133,7 +128,7 @@ impl<S> Engine<S> {
             b => b,
         };
         let ws = WsState {
-            session: Session::new(max_message),
+            session: Session::new(self.config.max_message_bytes),
             echo,
             bucket: (self.config.publish_rate_limit > 0)
                 .then(|| Box::new(TokenBucket::new(burst, now))),

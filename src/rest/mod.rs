@@ -108,10 +108,13 @@ fn route(state: &mut State<'_>, request: &Request<'_>, now: Instant) -> Outcome 
         }
         Route::Rest(rest) => rest,
     };
-    let authorised = match (&state.config.api_key, &rest) {
-        (_, RestRoute::Health) | (None, _) => Ok(()),
-        (Some(key), _) => guard::check_api_key(request, key, false),
-    };
+    // A page of another origin may send simple requests without a preflight; with an
+    // allow-list set, such requests are refused before they do anything.
+    let authorised =
+        guard::check_origin(request, origins).and_then(|()| match (&state.config.api_key, &rest) {
+            (_, RestRoute::Health) | (None, _) => Ok(()),
+            (Some(key), _) => guard::check_api_key(request, key, false),
+        });
     let mut effect = Effect::None;
     let result = authorised.map_err(Failure::from).and_then(|()| match rest {
         RestRoute::ListTopics => Ok(views::topics(state)),

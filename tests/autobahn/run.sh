@@ -27,7 +27,8 @@ fi
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 rm -rf "$out"
 mkdir -p "$out"
-HOST=127.0.0.1 PORT=$port ENABLE_ECHO=true LOG_LEVEL=warn "$root/target/release/pubsub" 2>"$out/server.log" &
+# Cases 9.* send messages of up to 16 MiB: the limit is raised to fit them.
+HOST=127.0.0.1 PORT=$port ENABLE_ECHO=true MAX_MESSAGE_BYTES=20971520 LOG_LEVEL=warn "$root/target/release/pubsub" 2>"$out/server.log" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
