@@ -145,6 +145,7 @@ impl Failure {
                 | HandshakeError::MissingUpgrade
                 | HandshakeError::MissingConnectionUpgrade
                 | HandshakeError::MissingKey
+                | HandshakeError::RepeatedKey
                 | HandshakeError::InvalidKey => wire(400, BadRequest),
             },
             Failure::Body(_) | Failure::Message(_) => wire(400, BadRequest),

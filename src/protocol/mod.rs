@@ -7,12 +7,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use crate::ids::Replay;
 use crate::ids::{InvalidTopicName, TopicName};
 
+mod members;
 mod server;
 pub use server::{
     error_frame, event_frame, event_frame_into, frame_in_place, info_frame, pong_frame, text_frame,
@@ -49,6 +49,7 @@ pub struct Incoming<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageError {
     NotJson(String),
+    DuplicateField(String),
     MissingField(&'static str),
     WrongType {
         field: &'static str,
@@ -65,6 +66,7 @@ impl fmt::Display for MessageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MessageError::NotJson(e) => write!(f, "message is not a valid JSON object: {e}"),
+            MessageError::DuplicateField(field) => write!(f, "{field} is given twice"),
             MessageError::MissingField(field) => write!(f, "{field} is required"),
             MessageError::WrongType { field, expected } => write!(f, "{field} must be {expected}"),
             MessageError::UnknownType(t) => write!(
@@ -83,48 +85,55 @@ impl fmt::Display for MessageError {
     }
 }
 
-#[derive(Deserialize)]
-struct Fields<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow)]
-    topic: Option<&'a RawValue>,
-    #[serde(borrow)]
-    client_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    last_n: Option<&'a RawValue>,
-    #[serde(borrow)]
-    since_seq: Option<&'a RawValue>,
-    #[serde(borrow)]
-    message: Option<&'a RawValue>,
-    #[serde(borrow)]
-    request_id: Option<&'a RawValue>,
-}
+/// The members a client message may have, in the order of the indexes below.
+const FIELDS: &[&str; 7] = &[
+    "type",
+    "topic",
+    "client_id",
+    "last_n",
+    "since_seq",
+    "message",
+    "request_id",
+];
+const TYPE: usize = 0;
+const TOPIC: usize = 1;
+const CLIENT_ID: usize = 2;
+const LAST_N: usize = 3;
+const SINCE_SEQ: usize = 4;
+const MESSAGE: usize = 5;
+const REQUEST_ID: usize = 6;
 
-#[derive(Deserialize)]
-struct MessageFields<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    payload: Option<&'a RawValue>,
+/// At most this much of a client's own text is quoted back in an error.
+const QUOTE_CHARS: usize = 64;
+
+/// `s` cut to `QUOTE_CHARS` characters, marked when cut.
+fn quote(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_CHARS) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
 }
 
 /// The `request_id` of a message that failed validation, when it can still be read, so the
 /// error can be matched to its request.
 pub fn salvage_request_id(text: &[u8]) -> Option<&RawValue> {
-    serde_json::from_slice::<Fields<'_>>(text).ok()?.request_id
+    members::read(text, FIELDS).ok()?.values[REQUEST_ID]
 }
 
 /// Parses and validates one client text message.
 pub fn parse(text: &[u8]) -> Result<Incoming<'_>, MessageError> {
-    let f: Fields<'_> =
-        serde_json::from_slice(text).map_err(|e| MessageError::NotJson(e.to_string()))?;
-    let kind = required_str(f.kind, "type")?;
+    let m =
+        members::read(text, FIELDS).map_err(|e| MessageError::NotJson(quote(&e.to_string())))?;
+    if let Some(name) = m.duplicate {
+        return Err(MessageError::DuplicateField(quote(&name)));
+    }
+    let f = m.values;
+    let kind = required_str(f[TYPE], "type")?;
     let message = match kind.as_ref() {
         "subscribe" => {
             let replay = match (
-                optional_u64(f.last_n, "last_n")?,
-                optional_u64(f.since_seq, "since_seq")?,
+                optional_u64(f[LAST_N], "last_n")?,
+                optional_u64(f[SINCE_SEQ], "since_seq")?,
             ) {
                 (Some(_), Some(_)) => return Err(MessageError::ReplayConflict),
                 (Some(n), None) => Replay::LastN(n),
@@ -132,37 +141,42 @@ pub fn parse(text: &[u8]) -> Result<Incoming<'_>, MessageError> {
                 (None, None) => Replay::None,
             };
             ClientMessage::Subscribe {
-                topic: topic(f.topic)?,
-                client_id: required_str(f.client_id, "client_id")?,
+                topic: topic(f[TOPIC])?,
+                client_id: required_str(f[CLIENT_ID], "client_id")?,
                 replay,
             }
         }
         "unsubscribe" => ClientMessage::Unsubscribe {
-            topic: topic(f.topic)?,
-            client_id: required_str(f.client_id, "client_id")?,
+            topic: topic(f[TOPIC])?,
+            client_id: required_str(f[CLIENT_ID], "client_id")?,
         },
         "publish" => {
-            let topic = topic(f.topic)?;
-            let raw = f.message.ok_or(MessageError::MissingField("message"))?;
-            let m: MessageFields<'_> =
-                serde_json::from_str(raw.get()).map_err(|_| MessageError::WrongType {
+            let topic = topic(f[TOPIC])?;
+            let raw = f[MESSAGE].ok_or(MessageError::MissingField("message"))?;
+            let m = members::read(raw.get().as_bytes(), &["id", "payload"]).map_err(|_| {
+                MessageError::WrongType {
                     field: "message",
                     expected: "an object with id and payload",
-                })?;
-            let id = required_str(m.id, "message.id")?;
+                }
+            })?;
+            if let Some(name) = m.duplicate {
+                return Err(MessageError::DuplicateField(format!(
+                    "message.{}",
+                    quote(&name)
+                )));
+            }
+            let id = required_str(m.values[0], "message.id")?;
             if uuid::Uuid::try_parse(&id).is_err() {
                 return Err(MessageError::InvalidUuid);
             }
-            let payload = m
-                .payload
-                .ok_or(MessageError::MissingField("message.payload"))?;
+            let payload = m.values[1].ok_or(MessageError::MissingField("message.payload"))?;
             ClientMessage::Publish { topic, id, payload }
         }
         "ping" => ClientMessage::Ping,
-        other => return Err(MessageError::UnknownType(other.to_string())),
+        other => return Err(MessageError::UnknownType(quote(other))),
     };
     Ok(Incoming {
-        request_id: f.request_id,
+        request_id: f[REQUEST_ID],
         message,
     })
 }
@@ -302,6 +316,51 @@ mod tests {
         assert_eq!(
             MessageError::InvalidUuid.to_string(),
             "message.id must be a valid UUID"
+        );
+    }
+
+    #[test]
+    fn a_field_given_twice_known_or_not_makes_a_message_invalid() {
+        for (text, field) in [
+            (r#"{"type":"ping","type":"ping"}"#, "type"),
+            (r#"{"type":"ping","x":1,"x":2}"#, "x"),
+            (
+                r#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-446655440000","id":"550e8400-e29b-41d4-a716-446655440000","payload":1}}"#,
+                "message.id",
+            ),
+        ] {
+            assert_eq!(
+                err(text),
+                MessageError::DuplicateField(field.into()),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            MessageError::DuplicateField("x".into()).to_string(),
+            "x is given twice"
+        );
+    }
+
+    #[test]
+    fn a_null_request_id_is_still_a_request_id() {
+        let m = parse(br#"{"type":"ping","request_id":null}"#).unwrap();
+        assert_eq!(m.request_id.map(|r| r.get()), Some("null"));
+        assert_eq!(
+            salvage_request_id(br#"{"type":5,"request_id":null}"#).map(|r| r.get()),
+            Some("null")
+        );
+    }
+
+    #[test]
+    fn errors_quote_a_short_prefix_of_what_was_sent() {
+        let long = "x".repeat(40_000);
+        let e = err(&format!(r#"{{"type":"{long}"}}"#));
+        assert!(e.to_string().len() < 200, "{}", e.to_string().len());
+        assert!(e.to_string().contains('…'));
+        let e = err("[1,2,3,4,5,6,7]");
+        assert!(
+            matches!(&e, MessageError::NotJson(m) if m.contains("expected a JSON object")),
+            "{e}"
         );
     }
 

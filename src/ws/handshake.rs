@@ -20,6 +20,8 @@ pub enum HandshakeError {
     MissingConnectionUpgrade,
     UnsupportedVersion,
     MissingKey,
+    /// RFC 6455 §11.3.1: the field must not appear more than once.
+    RepeatedKey,
     InvalidKey,
 }
 
@@ -36,6 +38,7 @@ impl fmt::Display for HandshakeError {
                 "unsupported Sec-WebSocket-Version: only 13 is supported"
             }
             HandshakeError::MissingKey => "missing Sec-WebSocket-Key header",
+            HandshakeError::RepeatedKey => "Sec-WebSocket-Key must appear once",
             HandshakeError::InvalidKey => {
                 "Sec-WebSocket-Key must be the base64 encoding of 16 bytes"
             }
@@ -69,10 +72,18 @@ pub fn validate(request: &Request<'_>) -> Result<String, HandshakeError> {
         Some(v) if v.trim_ascii() == b"13" => {}
         _ => return Err(HandshakeError::UnsupportedVersion),
     }
-    let key = request
-        .header("sec-websocket-key")
+    let mut keys = request
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"));
+    let key = keys
+        .next()
         .ok_or(HandshakeError::MissingKey)?
+        .1
         .trim_ascii();
+    if keys.next().is_some() {
+        return Err(HandshakeError::RepeatedKey);
+    }
     match STANDARD.decode(key) {
         Ok(raw) if raw.len() == 16 => Ok(accept_key(key)),
         _ => Err(HandshakeError::InvalidKey),
@@ -142,6 +153,13 @@ mod tests {
             (
                 GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="),
                 HandshakeError::InvalidKey,
+            ),
+            (
+                GOOD.replace(
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-key: AAAAAAAAAAAAAAAAAAAAAA==\r\n",
+                ),
+                HandshakeError::RepeatedKey,
             ),
             (
                 GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!"),
