@@ -89,6 +89,20 @@ impl fmt::Display for ConnId {
     }
 }
 
+/// Names the incarnations of topics: every create gets an epoch unlike every earlier one of
+/// this process (the count) and, by the time in it, unlike those of an earlier process.
+#[derive(Debug, Default)]
+pub struct Epochs {
+    made: u64,
+}
+
+impl Epochs {
+    pub fn next(&mut self, unix_ms: u64) -> String {
+        self.made += 1;
+        format!("{unix_ms:x}-{:x}", self.made)
+    }
+}
+
 /// What a subscribe asks to have replayed from the topic's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replay {
@@ -111,6 +125,14 @@ mod tests {
         for bad in ["", "a b", "é", "a/b", ".", "..", "a%2F", &"x".repeat(129)] {
             assert_eq!(TopicName::new(bad), Err(InvalidTopicName), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_epoch_is_new() {
+        let mut e = Epochs::default();
+        let (a, b) = (e.next(1000), e.next(1000));
+        assert_ne!(a, b);
+        assert_ne!(Epochs::default().next(2000), a, "a later process");
     }
 
     #[test]

@@ -118,3 +118,53 @@ fn bodies_and_names_that_are_not_what_they_seem() {
     }
     assert_eq!(server.get("/topics")["topics"], json!([]));
 }
+
+#[test]
+fn a_resume_across_delete_and_create_is_not_taken_for_the_old_topic() {
+    let server = Server::start();
+    server.create_topic("r");
+    let mut p = server.ws();
+    let publish_n = |p: &mut Ws, n: usize| {
+        for i in 0..n {
+            p.publish("r", json!(i));
+            assert_eq!(p.recv()["type"], "ack");
+        }
+    };
+    publish_n(&mut p, 5);
+    let mut old = server.ws();
+    let ack = old.request(json!({"type":"subscribe","topic":"r","client_id":"c","since_seq":0}));
+    let epoch = ack["epoch"]
+        .as_str()
+        .expect("the ack names the epoch")
+        .to_string();
+    drop(old);
+    assert_eq!(server.request("DELETE", "/topics/r", None).0, 200);
+    server.create_topic("r");
+    publish_n(&mut p, 8);
+    // Seq 5 of the old topic is not seq 5 of the new one: everything retained is replayed.
+    let mut back = server.ws();
+    let ack = back.request(
+        json!({"type":"subscribe","topic":"r","client_id":"c","since_seq":5,"epoch":epoch}),
+    );
+    assert_eq!(
+        (ack["recovered"].as_bool(), ack["replayed"].as_u64()),
+        (Some(false), Some(8)),
+        "{ack}"
+    );
+    assert_ne!(ack["epoch"].as_str(), Some(epoch.as_str()));
+    for want in 1..=8u64 {
+        let v = back.recv();
+        assert_eq!(v["seq"], want, "{v}");
+    }
+    // With the current epoch, the same resume is a real one.
+    let current = ack["epoch"].as_str().unwrap().to_string();
+    let mut again = server.ws();
+    let ack = again.request(
+        json!({"type":"subscribe","topic":"r","client_id":"c","since_seq":5,"epoch":current}),
+    );
+    assert_eq!(
+        (ack["recovered"].as_bool(), ack["replayed"].as_u64()),
+        (Some(true), Some(3)),
+        "{ack}"
+    );
+}

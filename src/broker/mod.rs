@@ -60,6 +60,8 @@ pub struct Subscribed {
     /// For `since_seq`: whether every event after it was still held, and the oldest one held.
     pub recovered: Option<bool>,
     pub first_seq: u64,
+    /// The topic's epoch, for the client to resume with.
+    pub epoch: Rc<str>,
 }
 
 /// What a publish did: the event's seq, its frame, and every subscriber to deliver it to.
@@ -115,7 +117,9 @@ impl Broker {
         self.by_name.get(name).map(|&k| &self.topics[k])
     }
 
-    pub fn create_topic(&mut self, name: &TopicName<'_>) -> Result<(), BrokerError> {
+    /// Creates a topic; `epoch` names this incarnation of it (unique among all the topics of
+    /// that name the server ever had).
+    pub fn create_topic(&mut self, name: &TopicName<'_>, epoch: &str) -> Result<(), BrokerError> {
         let name = name.as_str();
         if self.by_name.contains_key(name) {
             return Err(BrokerError::TopicExists(name.to_string()));
@@ -124,9 +128,11 @@ impl Broker {
             return Err(BrokerError::TopicLimit(self.limits.max_topics));
         }
         let name: Rc<str> = Rc::from(name);
-        let key = self
-            .topics
-            .insert(Topic::new(name.clone(), self.limits.history_size));
+        let key = self.topics.insert(Topic::new(
+            name.clone(),
+            Rc::from(epoch),
+            self.limits.history_size,
+        ));
         self.by_name.insert(name, key);
         Ok(())
     }
@@ -152,11 +158,14 @@ impl Broker {
             .ok_or_else(|| BrokerError::TopicNotFound(name.to_string()))
     }
 
+    /// Subscribes `conn`; a `since_seq` resume that names another `epoch` than the topic's
+    /// (it was remembered from an earlier incarnation) replays the whole ring as not recovered.
     pub fn subscribe(
         &mut self,
         conn: ConnId,
         name: &str,
         replay: Replay,
+        epoch: Option<&str>,
     ) -> Result<Subscribed, BrokerError> {
         let key = self.key(name)?;
         let topic = &mut self.topics[key];
@@ -173,6 +182,9 @@ impl Broker {
         let (replay, recovered) = match replay {
             Replay::None => (Vec::new(), None),
             Replay::LastN(n) => (frames(&mut topic.last_n(n)), None),
+            Replay::SinceSeq(_) if epoch.is_some_and(|e| e != &*topic.epoch) => {
+                (frames(&mut topic.since(0)), Some(false))
+            }
             Replay::SinceSeq(s) => {
                 let recovered = s <= last_seq && s + 1 >= first_seq;
                 (frames(&mut topic.since(s)), Some(recovered))
@@ -189,6 +201,7 @@ impl Broker {
             last_seq,
             recovered,
             first_seq,
+            epoch: topic.epoch.clone(),
         })
     }
 
@@ -301,7 +314,7 @@ mod tests {
     }
 
     fn create(b: &mut Broker, name: &str) -> Result<(), BrokerError> {
-        b.create_topic(&TopicName::new(name).unwrap())
+        b.create_topic(&TopicName::new(name).unwrap(), &format!("{name}-1"))
     }
 
     fn broker() -> Broker {
@@ -335,10 +348,10 @@ mod tests {
             b.topics().iter().map(|t| &*t.name).collect::<Vec<_>>(),
             ["a", "b", "c"]
         );
-        b.subscribe(c(1), "a", Replay::None).unwrap();
-        b.subscribe(c(2), "a", Replay::None).unwrap();
+        b.subscribe(c(1), "a", Replay::None, None).unwrap();
+        b.subscribe(c(2), "a", Replay::None, None).unwrap();
         assert_eq!(
-            b.subscribe(c(3), "a", Replay::None).unwrap_err(),
+            b.subscribe(c(3), "a", Replay::None, None).unwrap_err(),
             BrokerError::SubscriberLimit(2)
         );
         let mut gone = b.delete_topic("a").unwrap();
@@ -357,10 +370,10 @@ mod tests {
         let mut b = broker();
         create(&mut b, "a").unwrap();
         create(&mut b, "b").unwrap();
-        assert!(b.subscribe(c(1), "a", Replay::None).unwrap().newly);
-        assert!(!b.subscribe(c(1), "a", Replay::None).unwrap().newly);
-        b.subscribe(c(2), "a", Replay::None).unwrap();
-        b.subscribe(c(2), "b", Replay::None).unwrap();
+        assert!(b.subscribe(c(1), "a", Replay::None, None).unwrap().newly);
+        assert!(!b.subscribe(c(1), "a", Replay::None, None).unwrap().newly);
+        b.subscribe(c(2), "a", Replay::None, None).unwrap();
+        b.subscribe(c(2), "b", Replay::None, None).unwrap();
         let (seq, mut to) = publish(&mut b, "a");
         to.sort();
         assert_eq!((seq, to), (1, vec![c(1), c(2)]));
@@ -395,28 +408,28 @@ mod tests {
                 .map(|f| String::from_utf8(f.to_vec()).unwrap())
                 .collect::<Vec<_>>()
         };
-        let s = b.subscribe(c(1), "a", Replay::LastN(2)).unwrap();
+        let s = b.subscribe(c(1), "a", Replay::LastN(2), None).unwrap();
         assert_eq!(
             (text(&s), s.last_seq),
             (vec!["5".to_string(), "6".into()], 6)
         );
         let s = b
-            .subscribe(c(2), "a", Replay::LastN(1_000_000_000))
+            .subscribe(c(2), "a", Replay::LastN(1_000_000_000), None)
             .unwrap();
         assert_eq!(text(&s), ["3", "4", "5", "6"]);
-        let s = b.subscribe(c(3), "a", Replay::SinceSeq(4)).unwrap();
+        let s = b.subscribe(c(3), "a", Replay::SinceSeq(4), None).unwrap();
         assert_eq!(
             (text(&s), s.recovered),
             (vec!["5".to_string(), "6".into()], Some(true))
         );
-        let s = b.subscribe(c(4), "a", Replay::SinceSeq(1)).unwrap();
+        let s = b.subscribe(c(4), "a", Replay::SinceSeq(1), None).unwrap();
         assert_eq!(
             (text(&s).len(), s.recovered, s.first_seq),
             (4, Some(false), 3)
         );
-        let s = b.subscribe(c(5), "a", Replay::SinceSeq(2)).unwrap();
+        let s = b.subscribe(c(5), "a", Replay::SinceSeq(2), None).unwrap();
         assert_eq!(s.recovered, Some(true));
-        let s = b.subscribe(c(6), "a", Replay::SinceSeq(6)).unwrap();
+        let s = b.subscribe(c(6), "a", Replay::SinceSeq(6), None).unwrap();
         assert_eq!((text(&s).len(), s.recovered), (0, Some(true)));
     }
 }

@@ -15,6 +15,9 @@ pub struct StoredEvent {
 #[derive(Debug)]
 pub struct Topic {
     pub name: Rc<str>,
+    /// This incarnation of the name: a topic deleted and created again has a new one, so a
+    /// `since_seq` remembered from the old one is not taken for the new one's.
+    pub epoch: Rc<str>,
     history: VecDeque<StoredEvent>,
     history_size: usize,
     /// The seq of the latest event (0 before the first).
@@ -25,9 +28,10 @@ pub struct Topic {
 }
 
 impl Topic {
-    pub fn new(name: Rc<str>, history_size: usize) -> Topic {
+    pub fn new(name: Rc<str>, epoch: Rc<str>, history_size: usize) -> Topic {
         Topic {
             name,
+            epoch,
             history: VecDeque::new(),
             history_size,
             last_seq: 0,
@@ -132,7 +136,7 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_the_newest_events_with_growing_seqs() {
-        let mut t = Topic::new("t".into(), 3);
+        let mut t = Topic::new("t".into(), "e".into(), 3);
         assert_eq!(t.first_retained_seq(), 1);
         for i in 1..=5 {
             assert_eq!(t.record(frame(i)), i);
@@ -151,7 +155,7 @@ mod tests {
 
     #[test]
     fn subscribers_are_removed_in_constant_time_and_stay_consistent() {
-        let mut t = Topic::new("t".into(), 0);
+        let mut t = Topic::new("t".into(), "e".into(), 0);
         let c = |n| ConnId::new(n, 0);
         for n in 0..10 {
             assert!(t.add(c(n)));

@@ -65,6 +65,8 @@ impl<S> Engine<S> {
                         config: &self.config,
                         broker: &mut self.broker,
                         stats: &self.stats,
+                        epochs: &mut self.epochs,
+                        unix_ms: self.unix_ms,
                         started: self.started,
                         shutting_down: self.shutting_down,
                     };

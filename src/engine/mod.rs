@@ -38,7 +38,7 @@ use slab::Slab;
 
 use crate::broker::{Broker, BrokerLimits};
 use crate::config::Config;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, Epochs};
 use crate::log::Level;
 use crate::stats::Stats;
 use crate::time::Timestamp;
@@ -121,6 +121,8 @@ pub struct Engine<S> {
     event_buf: Vec<u8>,
     /// The wall-clock time of this tick, as every message sent in it carries it.
     ts: Timestamp,
+    unix_ms: u64,
+    epochs: Epochs,
     /// Counts ticks, so a connection's share is renewed once per tick.
     tick_no: u32,
     started: Instant,
@@ -148,6 +150,8 @@ impl<S> Engine<S> {
             fanout: Vec::new(),
             event_buf: Vec::new(),
             ts: Timestamp::at(0),
+            unix_ms: 0,
+            epochs: Epochs::default(),
             tick_no: 0,
             started: now,
             shutting_down: false,
@@ -224,6 +228,7 @@ impl<S> Engine<S> {
     /// carries.
     pub fn begin_tick(&mut self, unix_ms: u64, events: usize) {
         self.ts = Timestamp::at(unix_ms);
+        self.unix_ms = unix_ms;
         self.tick_no = self.tick_no.wrapping_add(1);
         let stats = &mut self.stats.event_loop;
         stats.ticks += 1;

@@ -125,9 +125,11 @@ impl<S> Engine<S> {
                 topic,
                 client_id,
                 replay,
-            } => match self.broker.subscribe(id, &topic, replay) {
+                epoch,
+            } => match self.broker.subscribe(id, &topic, replay, epoch.as_deref()) {
                 Ok(sub) => {
                     let mut ack = Ack::new(rid, &topic, &ts);
+                    ack.epoch = Some(&sub.epoch);
                     ack.seq = Some(sub.last_seq);
                     if replay != Replay::None {
                         ack.replayed = Some(sub.replay.len());

@@ -25,6 +25,8 @@ pub enum ClientMessage<'a> {
         topic: TopicName<'a>,
         client_id: Cow<'a, str>,
         replay: Replay,
+        /// The topic's epoch when `since_seq` was read from it.
+        epoch: Option<Cow<'a, str>>,
     },
     Unsubscribe {
         topic: TopicName<'a>,
@@ -86,7 +88,7 @@ impl fmt::Display for MessageError {
 }
 
 /// The members a client message may have, in the order of the indexes below.
-const FIELDS: &[&str; 7] = &[
+const FIELDS: &[&str; 8] = &[
     "type",
     "topic",
     "client_id",
@@ -94,6 +96,7 @@ const FIELDS: &[&str; 7] = &[
     "since_seq",
     "message",
     "request_id",
+    "epoch",
 ];
 const TYPE: usize = 0;
 const TOPIC: usize = 1;
@@ -102,6 +105,7 @@ const LAST_N: usize = 3;
 const SINCE_SEQ: usize = 4;
 const MESSAGE: usize = 5;
 const REQUEST_ID: usize = 6;
+const EPOCH: usize = 7;
 
 /// At most this much of a client's own text is quoted back in an error.
 const QUOTE_CHARS: usize = 64;
@@ -144,6 +148,7 @@ pub fn parse(text: &[u8]) -> Result<Incoming<'_>, MessageError> {
                 topic: topic(f[TOPIC])?,
                 client_id: required_str(f[CLIENT_ID], "client_id")?,
                 replay,
+                epoch: optional_str(f[EPOCH], "epoch")?,
             }
         }
         "unsubscribe" => ClientMessage::Unsubscribe {
@@ -200,6 +205,17 @@ fn required_str<'a>(
         field,
         expected: "a string",
     })
+}
+
+fn optional_str<'a>(
+    raw: Option<&'a RawValue>,
+    field: &'static str,
+) -> Result<Option<Cow<'a, str>>, MessageError> {
+    match raw {
+        None => Ok(None),
+        Some(r) if r.get() == "null" => Ok(None),
+        Some(r) => required_str(Some(r), field).map(Some),
+    }
 }
 
 fn topic<'a>(raw: Option<&'a RawValue>) -> Result<TopicName<'a>, MessageError> {

@@ -57,6 +57,8 @@ pub struct Ack<'a> {
     pub first_seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub already_subscribed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<&'a str>,
     pub ts: &'a str,
 }
 
@@ -72,6 +74,7 @@ impl<'a> Ack<'a> {
             recovered: None,
             first_seq: None,
             already_subscribed: None,
+            epoch: None,
             ts,
         }
     }

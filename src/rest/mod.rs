@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::error::Failure;
 use crate::guard::{self, GuardError};
 use crate::http::{Request, Response};
+use crate::ids::Epochs;
 use crate::log::Level;
 use crate::stats::{Stats, UpgradeRefusal};
 use crate::ws::handshake::{self, HandshakeError};
@@ -26,6 +27,9 @@ pub struct State<'a> {
     pub config: &'a Config,
     pub broker: &'a mut Broker,
     pub stats: &'a Stats,
+    pub epochs: &'a mut Epochs,
+    /// The wall-clock time of this request (for new topics' epochs).
+    pub unix_ms: u64,
     pub started: Instant,
     pub shutting_down: bool,
 }
@@ -179,7 +183,8 @@ fn upgrade(state: &State<'_>, request: &Request<'_>, echo: bool) -> Outcome {
 
 fn create_topic(state: &mut State<'_>, body: &[u8]) -> Result<Response, Failure> {
     let name = body::topic_name(body)?;
-    state.broker.create_topic(&name)?;
+    let epoch = state.epochs.next(state.unix_ms);
+    state.broker.create_topic(&name, &epoch)?;
     crate::log!(Level::Info, "topic_created", "topic" => name.as_str());
     Ok(Response::json(
         201,
@@ -211,10 +216,13 @@ mod tests {
     fn with<T>(config: &Config, broker: &mut Broker, raw: &str, f: impl FnOnce(Outcome) -> T) -> T {
         let stats = Stats::default();
         let now = Instant::now();
+        let mut epochs = Epochs::default();
         let mut state = State {
             config,
             broker,
             stats: &stats,
+            epochs: &mut epochs,
+            unix_ms: 1,
             started: now,
             shutting_down: false,
         };
@@ -260,7 +268,7 @@ mod tests {
         assert_eq!(with(&config, &mut b, &post("c"), |o| status(&o)), 403);
         assert_eq!(with(&config, &mut b, &post(".."), |o| status(&o)), 400);
         let sub = ConnId::new(3, 1);
-        b.subscribe(sub, "a", Replay::None).unwrap();
+        b.subscribe(sub, "a", Replay::None, None).unwrap();
         let effect = with(&config, &mut b, "DELETE /topics/a HTTP/1.1\r\n\r\n", |o| {
             assert_eq!(status(&o), 200);
             o.effect

@@ -316,6 +316,7 @@ pub fn broker_ops(data: &[u8]) {
     let mut broker = Broker::new(limits);
     let names = ["a", "b", "c", "d"];
     let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    let mut epochs = pubsub::ids::Epochs::default();
     for op in data.chunks(3) {
         let [kind, x, y] = [op[0], *op.get(1).unwrap_or(&0), *op.get(2).unwrap_or(&0)];
         let topic = names[x as usize % names.len()];
@@ -323,7 +324,7 @@ pub fn broker_ops(data: &[u8]) {
         match kind % 7 {
             0 => {
                 let name = TopicName::new(topic).expect("the names are valid");
-                if broker.create_topic(&name).is_ok() {
+                if broker.create_topic(&name, &epochs.next(1)).is_ok() {
                     last_seq.insert(topic, 0);
                 }
             }
@@ -339,15 +340,22 @@ pub fn broker_ops(data: &[u8]) {
                     5..=9 => Replay::LastN(u64::from(x >> 2)),
                     _ => Replay::SinceSeq(u64::from(x >> 2)),
                 };
-                if let Ok(s) = broker.subscribe(conn, topic, replay) {
+                // Sometimes with an epoch of no incarnation: a resume from another topic.
+                let stale = kind & 0x80 != 0;
+                let epoch = stale.then_some("stale");
+                if let Ok(s) = broker.subscribe(conn, topic, replay, epoch) {
                     let retained = broker.topic(topic).map_or(0, |t| t.history_len());
                     assert!(s.replay.len() <= retained);
                     if let Replay::LastN(n) = replay {
                         assert_eq!(s.replay.len() as u64, n.min(retained as u64));
                     }
                     if let Replay::SinceSeq(since) = replay {
-                        let expected = s.last_seq.saturating_sub(since.max(s.first_seq - 1));
-                        assert_eq!(s.replay.len() as u64, expected);
+                        if stale {
+                            assert_eq!((s.replay.len(), s.recovered), (retained, Some(false)));
+                        } else {
+                            let expected = s.last_seq.saturating_sub(since.max(s.first_seq - 1));
+                            assert_eq!(s.replay.len() as u64, expected);
+                        }
                     }
                 }
             }
