@@ -27,6 +27,8 @@ pub struct Config {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_message_bytes: usize,
+    /// How long a WebSocket message may take to arrive once it has begun.
+    pub message_timeout: Duration,
     pub close_linger: Duration,
     pub shutdown_timeout: Duration,
     pub enable_echo: bool,
@@ -105,6 +107,7 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_message_bytes: 64 * 1024,
+            message_timeout: Duration::from_secs(30),
             close_linger: Duration::from_millis(1000),
             shutdown_timeout: Duration::from_secs(5),
             enable_echo: false,
@@ -206,6 +209,7 @@ impl Config {
             header_timeout: env.secs("HEADER_TIMEOUT_SECS", d.header_timeout, 1, 3600)?,
             idle_timeout: env.secs("IDLE_TIMEOUT_SECS", d.idle_timeout, 1, 86_400)?,
             max_message_bytes: env.size("MAX_MESSAGE_BYTES", d.max_message_bytes, 125, 64 << 20)?,
+            message_timeout: env.secs("MESSAGE_TIMEOUT_SECS", d.message_timeout, 1, 3600)?,
             close_linger: Duration::from_millis(env.int(
                 "CLOSE_LINGER_MS",
                 d.close_linger.as_millis() as u64,

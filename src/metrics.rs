@@ -153,6 +153,12 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         m.heartbeat_timeouts,
     );
     out.one(
+        "pubsub_message_timeouts_total",
+        "counter",
+        "WebSocket messages begun and not completed within MESSAGE_TIMEOUT_SECS.",
+        m.message_timeouts,
+    );
+    out.one(
         "pubsub_publishes_rate_limited_total",
         "counter",
         "Publishes refused by PUBLISH_RATE_LIMIT.",

@@ -100,6 +100,8 @@ pub struct MessageStats {
     #[serde(skip)]
     pub slow_consumer_disconnects: u64,
     pub heartbeat_timeouts: u64,
+    /// WebSocket messages begun and not completed within `MESSAGE_TIMEOUT_SECS`.
+    pub message_timeouts: u64,
     pub rate_limited: u64,
 }
 

@@ -41,6 +41,8 @@ pub(super) struct HttpState {
 pub(super) struct WsState {
     pub session: Session,
     pub echo: bool,
+    /// A message has begun and its deadline runs (`MESSAGE_TIMEOUT_SECS`).
+    pub message_clock: bool,
     /// The publish rate limiter, when `PUBLISH_RATE_LIMIT` is set (boxed: most servers run
     /// without one, and every idle WebSocket would pay for its room).
     pub bucket: Option<Box<TokenBucket>>,
@@ -116,6 +118,9 @@ pub(super) struct Conn<S> {
     /// The earliest entry this connection has in the timer heap.
     pub scheduled: Option<Instant>,
     pub last_seen: Instant,
+    /// When the transport last took output: the sign of life of a connection whose input is
+    /// not being read (paused while its output drains).
+    pub last_progress: Instant,
     pub marks: Marks,
     pub share: Share,
 }
@@ -133,6 +138,7 @@ impl<S> Conn<S> {
             deadline: None,
             scheduled: None,
             last_seen: now,
+            last_progress: now,
             marks: Marks::default(),
             share: Share::default(),
         }

@@ -132,6 +132,7 @@ impl<S> Engine<S> {
         let ws = WsState {
             session: Session::new(self.config.max_message_bytes),
             echo,
+            message_clock: false,
             bucket: (self.config.publish_rate_limit > 0)
                 .then(|| Box::new(TokenBucket::new(burst, now))),
         };

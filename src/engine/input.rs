@@ -61,12 +61,30 @@ impl<S> Engine<S> {
             }
             stop
         };
+        self.watch_message_clock(key, now);
         let c = &mut self.conns[key];
         c.share.budget = budget;
         c.marks.backlog = matches!(stop, Stop::Budget | Stop::Paused) && !c.input.is_empty();
         if stop == Stop::Budget && c.marks.backlog && !c.marks.on_run_list {
             c.marks.on_run_list = true;
             self.lists.runs_next.push_back(c.id);
+        }
+    }
+
+    /// A WebSocket message that has begun must end within `MESSAGE_TIMEOUT_SECS`: every byte of
+    /// it is a sign of life, so an endless one dribbled a byte at a time would never time out.
+    fn watch_message_clock(&mut self, key: usize, now: Instant) {
+        let Some(Lifecycle::Open(ws)) = self.conns.get_mut(key).map(|c| &mut c.state) else {
+            return;
+        };
+        let in_message = ws.session.in_message();
+        if in_message != ws.message_clock {
+            ws.message_clock = in_message;
+            if in_message {
+                self.set_deadline(key, now + self.config.message_timeout);
+            } else {
+                self.clear_deadline(key);
+            }
         }
     }
 

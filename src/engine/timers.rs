@@ -48,7 +48,7 @@ impl<S> Engine<S> {
             match c.deadline {
                 Some(d) if d <= now => {
                     c.deadline = None;
-                    self.deadline_passed(key);
+                    self.deadline_passed(key, now);
                 }
                 // The deadline moved later: schedule it anew unless an entry is pending.
                 Some(d) if c.scheduled.is_none() => {
@@ -64,11 +64,19 @@ impl<S> Engine<S> {
         }
     }
 
-    fn deadline_passed(&mut self, key: usize) {
+    fn deadline_passed(&mut self, key: usize, now: Instant) {
         let c = &self.conns[key];
         let reason = match &c.state {
             Lifecycle::Http(h) if h.in_request => "header_timeout",
             Lifecycle::Http(_) => "idle_timeout",
+            Lifecycle::Open(ws) if ws.message_clock => {
+                let id = c.id.as_u64();
+                crate::log!(Level::Info, "message_timeout", "conn" => id);
+                self.stats.messages.message_timeouts += 1;
+                let code = crate::ws::CloseCode::PolicyViolation;
+                self.start_close(key, code, "message not completed in time", now);
+                return;
+            }
             Lifecycle::Open(_) | Lifecycle::Closing(_) => "close_linger_expired",
             Lifecycle::Draining { .. } => "drain_expired",
             Lifecycle::Closed => return,
@@ -95,7 +103,12 @@ impl<S> Engine<S> {
             if c.input.is_empty() && c.input.capacity() > 0 {
                 c.input = Vec::new();
             }
-            if now.saturating_duration_since(c.last_seen) >= silent_limit {
+            // A connection whose input waits for its output to drain is not read, so its
+            // answers to pings are not seen: the socket taking output is its sign of life.
+            let heard = now.saturating_duration_since(c.last_seen) < silent_limit;
+            let moving = now.saturating_duration_since(c.last_progress) < silent_limit;
+            if !heard && !(moving && self.paused(key)) {
+                let c = &self.conns[key];
                 self.stats.messages.heartbeat_timeouts += 1;
                 crate::log!(Level::Info, "heartbeat_timeout", "conn" => c.id.as_u64());
                 self.close(key, "heartbeat_timeout");

@@ -107,6 +107,11 @@ impl Session {
         }
     }
 
+    /// Whether a message has begun and not ended (its frames are still arriving).
+    pub fn in_message(&self) -> bool {
+        self.message.is_some() || self.streaming.is_some()
+    }
+
     /// Bytes held for an unfinished message (memory accounting).
     pub fn buffered(&self) -> usize {
         self.assembly.capacity()

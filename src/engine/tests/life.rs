@@ -246,3 +246,100 @@ fn a_closing_answer_is_written_in_full_even_when_the_peer_has_closed_its_side() 
         "{text}"
     );
 }
+
+#[test]
+fn a_paced_connection_is_alive_while_its_socket_takes_output_and_cut_when_it_stops() {
+    let config = Config {
+        heartbeat_interval: Duration::from_secs(10),
+        ..Config::default()
+    };
+    let mut rig = Rig::new(config);
+    create(&mut rig, "t");
+    let publisher = rig.websocket();
+    let big = "x".repeat(16 * 1024);
+    for i in 0..100u64 {
+        let msg = json!({"type": "publish", "topic": "t", "request_id": i,
+            "message": {"id": "550e8400-e29b-41d4-a716-446655440000", "payload": big}});
+        rig.message(publisher, msg);
+        rig.tick();
+    }
+    // The publisher leaves (it would be silent for the heartbeat too).
+    rig.peer(publisher).hangup = true;
+    rig.peer(publisher).edge = true;
+    rig.tick();
+    // One subscribe asks for the whole 1.6 MB ring; its socket takes almost nothing.
+    let key = rig.websocket();
+    rig.peer(key).room = 0;
+    rig.message(
+        key,
+        json!({"type": "subscribe", "topic": "t", "client_id": "c", "last_n": 100}),
+    );
+    rig.tick();
+    // Paused: its answers wait and its frames (pongs to the heartbeat too) are not read.
+    assert!(rig.engine.paused(key));
+    // Three heartbeat intervals in which the socket takes a little every 5 s: still open.
+    for _ in 0..6 {
+        rig.advance(Duration::from_secs(5));
+        rig.peer(key).room = 2000;
+        rig.tick();
+        assert!(rig.is_open(key), "cut although its socket takes output");
+    }
+    // Then the socket takes nothing for two intervals and more: a dead peer, closed.
+    rig.peer(key).room = 0;
+    for _ in 0..6 {
+        rig.advance(Duration::from_secs(5));
+        rig.tick();
+    }
+    assert!(!rig.is_open(key));
+    assert_eq!(rig.engine.stats().messages.heartbeat_timeouts, 1);
+}
+
+#[test]
+fn a_started_message_must_end_within_the_message_timeout() {
+    let config = Config {
+        message_timeout: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let mut rig = Rig::new(config);
+    // A message finished in time: the clock stops with it.
+    let fine = rig.websocket();
+    let mut frame = Vec::new();
+    encode_client_frame(
+        &mut frame,
+        OpCode::Text,
+        ping(1).to_string().as_bytes(),
+        [1, 2, 3, 4],
+    );
+    let (a, b) = frame.split_at(10);
+    rig.write(fine, a);
+    rig.tick();
+    rig.advance(Duration::from_millis(1500));
+    rig.write(fine, b);
+    rig.tick();
+    rig.advance(Duration::from_secs(3));
+    rig.tick();
+    assert_eq!(kinds(&rig.received(fine)), ["pong"]);
+    // A header announcing 60,000 bytes, then one byte every half second.
+    let slow = rig.websocket();
+    let mut big = Vec::new();
+    encode_client_frame(&mut big, OpCode::Text, &[b' '; 60_000], [1, 2, 3, 4]);
+    let began = rig.now;
+    rig.write(slow, &big[..20]);
+    let mut closed_at = None;
+    for i in 20..40 {
+        rig.tick();
+        if rig.received(slow) == [Frame::Close(1008)] {
+            closed_at = Some(rig.now - began);
+            break;
+        }
+        rig.advance(Duration::from_millis(500));
+        rig.write(slow, &big[i..i + 1]);
+    }
+    let at = closed_at.expect("closed 1008 while still dribbling");
+    assert!(
+        at >= Duration::from_secs(2) && at <= Duration::from_secs(3),
+        "{at:?}"
+    );
+    assert_eq!(rig.engine.stats().messages.message_timeouts, 1);
+    assert!(rig.is_open(fine));
+}
