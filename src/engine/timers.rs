@@ -107,7 +107,7 @@ impl<S> Engine<S> {
             // answers to pings are not seen: the socket taking output is its sign of life.
             let heard = now.saturating_duration_since(c.last_seen) < silent_limit;
             let moving = now.saturating_duration_since(c.last_progress) < silent_limit;
-            if !heard && !(moving && self.paused(key)) {
+            if !(heard || moving && self.paused(key)) {
                 let c = &self.conns[key];
                 self.stats.messages.heartbeat_timeouts += 1;
                 crate::log!(Level::Info, "heartbeat_timeout", "conn" => c.id.as_u64());
