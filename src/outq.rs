@@ -11,6 +11,8 @@ use crate::stats::Histogram;
 const MAX_IOVECS: usize = 64;
 /// The capacity `VecDeque` allocates first.
 const SMALL_QUEUE: usize = 4;
+/// A queued frame's cost beyond its bytes: its entry, and the allocator's header of its buffer.
+const ENTRY_COST: usize = std::mem::size_of::<Entry>() + 16;
 
 #[derive(Debug, Clone)]
 pub enum Chunk {
@@ -82,6 +84,12 @@ impl OutQueue {
     /// Bytes not yet written.
     pub fn bytes(&self) -> usize {
         self.bytes - self.front_written as usize
+    }
+
+    /// What the waiting output costs in memory: its bytes, and for each frame its place in the
+    /// queue and its allocation's bookkeeping (a 2-byte pong costs about 50 bytes, not 2).
+    pub fn cost(&self) -> usize {
+        self.bytes() + self.entries.len() * ENTRY_COST
     }
 
     pub fn counted_frames(&self) -> usize {
@@ -289,6 +297,16 @@ mod tests {
         let r = w.flush(&mut q, &NO_LIMIT);
         assert!(q.is_empty() && !r.refused);
         assert_eq!(w.out, b"abcdefg");
+    }
+
+    #[test]
+    fn small_frames_cost_what_they_hold() {
+        let mut q = OutQueue::default();
+        for _ in 0..1000 {
+            q.push(Chunk::Owned(vec![0x8a, 0]), Bound::Exempt);
+        }
+        assert_eq!(q.bytes(), 2000);
+        assert!(q.cost() >= 1000 * 48, "{}", q.cost());
     }
 
     #[test]

@@ -25,7 +25,7 @@ impl<S> Engine<S> {
             // Closing connections only look for the peer's close; draining ones drop input.
             Lifecycle::Closing(_) | Lifecycle::Draining { .. } | Lifecycle::Closed => return false,
         };
-        c.out.bytes() >= limit || c.answers.as_ref().is_some_and(|a| a.held() > 0)
+        c.out.cost() >= limit || c.answers.as_ref().is_some_and(|a| a.held() > 0)
     }
 
     /// Handles input within one tick's budget: `fresh` bytes just read (parsed where they

@@ -184,3 +184,24 @@ fn big_messages_get_several_reads_a_tick_and_the_others_still_theirs() {
     assert_eq!(kinds(&rig.received(probe)), ["pong"]);
     assert!(!rig.engine.has_pending_work());
 }
+
+#[test]
+fn a_ping_flood_that_is_never_read_holds_what_the_pause_allows_in_memory() {
+    let mut rig = Rig::new(Config::default());
+    let key = rig.websocket();
+    rig.peer(key).room = 0;
+    let mut flood = Vec::new();
+    for _ in 0..200_000 {
+        encode_client_frame(&mut flood, OpCode::Ping, b"", [1, 2, 3, 4]);
+    }
+    rig.write(key, &flood);
+    for _ in 0..1000 {
+        rig.tick();
+    }
+    // Each queued pong costs about 50 bytes of memory, not its 2 bytes on the wire.
+    let held = rig.engine.conns[key].out.cost();
+    assert!(held < crate::engine::PAUSE_BYTES + 64 * 1024, "{held}");
+    let pongs = rig.engine.conns[key].out.bytes() / 2;
+    assert!(pongs < 10_000, "{pongs} pongs wait");
+    assert!(!rig.peer(key).unread.is_empty(), "the rest was not read");
+}
