@@ -17,6 +17,8 @@ pub struct Config {
     pub max_topics: usize,
     pub max_subscribers_per_topic: usize,
     pub topic_history_size: usize,
+    /// Bytes of retained events per topic.
+    pub topic_history_bytes: usize,
     pub subscriber_queue_size: usize,
     pub max_queue_bytes: usize,
     pub max_connections: usize,
@@ -97,6 +99,7 @@ impl Default for Config {
             max_topics: 100,
             max_subscribers_per_topic: 100,
             topic_history_size: 100,
+            topic_history_bytes: 1 << 20,
             subscriber_queue_size: 100,
             max_queue_bytes: 1 << 20,
             max_connections: 10_000,
@@ -183,6 +186,12 @@ impl Config {
                 d.topic_history_size,
                 0,
                 1_000_000,
+            )?,
+            topic_history_bytes: env.size(
+                "TOPIC_HISTORY_BYTES",
+                d.topic_history_bytes,
+                0,
+                1 << 30,
             )?,
             subscriber_queue_size: env.size(
                 "SUBSCRIBER_QUEUE_SIZE",

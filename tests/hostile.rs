@@ -168,3 +168,22 @@ fn a_resume_across_delete_and_create_is_not_taken_for_the_old_topic() {
         "{ack}"
     );
 }
+
+#[test]
+fn history_is_bounded_by_bytes_as_well_as_by_count() {
+    let server = Server::start_with(&[("TOPIC_HISTORY_BYTES", "50000")]);
+    server.create_topic("h");
+    let mut p = server.ws();
+    for i in 0..20 {
+        p.publish("h", json!({"i": i, "pad": "x".repeat(10_000)}));
+        assert_eq!(p.recv()["type"], "ack");
+    }
+    let stats = server.get("/stats");
+    let t = &stats["topics"]["h"];
+    assert_eq!(t["messages"], 20);
+    assert!(t["retained"].as_u64().unwrap() <= 4, "{t}");
+    assert!(t["retained_bytes"].as_u64().unwrap() <= 50_000, "{t}");
+    let mut sub = server.ws();
+    let ack = sub.request(json!({"type":"subscribe","topic":"h","client_id":"c","last_n":100}));
+    assert_eq!(ack["replayed"], t["retained"], "{ack}");
+}

@@ -19,6 +19,8 @@ pub struct BrokerLimits {
     pub max_topics: usize,
     pub max_subscribers_per_topic: usize,
     pub history_size: usize,
+    /// Bytes of retained frames per topic.
+    pub history_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +134,7 @@ impl Broker {
             name.clone(),
             Rc::from(epoch),
             self.limits.history_size,
+            self.limits.history_bytes,
         ));
         self.by_name.insert(name, key);
         Ok(())
@@ -262,7 +265,9 @@ impl Broker {
             if self.by_name.get(&topic.name) != Some(&key) {
                 return Err(format!("topic {} missing from the name index", topic.name));
             }
-            if topic.history_len() > self.limits.history_size {
+            if topic.history_len() > self.limits.history_size
+                || topic.history_bytes() > self.limits.history_bytes
+            {
                 return Err(format!(
                     "topic {} holds more history than allowed",
                     topic.name
@@ -322,6 +327,7 @@ mod tests {
             max_topics: 3,
             max_subscribers_per_topic: 2,
             history_size: 4,
+            history_bytes: usize::MAX,
         })
     }
 
@@ -397,6 +403,7 @@ mod tests {
             max_topics: 1,
             max_subscribers_per_topic: 10,
             history_size: 4,
+            history_bytes: usize::MAX,
         });
         create(&mut b, "a").unwrap();
         for _ in 0..6 {

@@ -20,6 +20,9 @@ pub struct Topic {
     pub epoch: Rc<str>,
     history: VecDeque<StoredEvent>,
     history_size: usize,
+    /// The retained frames' bytes, and their bound.
+    history_bytes: usize,
+    max_history_bytes: usize,
     /// The seq of the latest event (0 before the first).
     last_seq: u64,
     subscribers: Vec<ConnId>,
@@ -28,12 +31,19 @@ pub struct Topic {
 }
 
 impl Topic {
-    pub fn new(name: Rc<str>, epoch: Rc<str>, history_size: usize) -> Topic {
+    pub fn new(
+        name: Rc<str>,
+        epoch: Rc<str>,
+        history_size: usize,
+        max_history_bytes: usize,
+    ) -> Topic {
         Topic {
             name,
             epoch,
             history: VecDeque::new(),
             history_size,
+            history_bytes: 0,
+            max_history_bytes,
             last_seq: 0,
             subscribers: Vec::new(),
             positions: HashMap::new(),
@@ -89,19 +99,28 @@ impl Topic {
         self.history.front().map_or(self.last_seq + 1, |e| e.seq)
     }
 
-    /// Records a published event, evicting the oldest past the history size.
+    /// Records a published event, evicting the oldest past the history's size or bytes (an
+    /// event bigger than the byte bound is not retained at all).
     pub fn record(&mut self, frame: Rc<[u8]>) -> u64 {
         self.last_seq += 1;
-        if self.history_size > 0 {
-            if self.history.len() == self.history_size {
-                self.history.pop_front();
+        self.history_bytes += frame.len();
+        self.history.push_back(StoredEvent {
+            seq: self.last_seq,
+            frame,
+        });
+        while self.history.len() > self.history_size || self.history_bytes > self.max_history_bytes
+        {
+            match self.history.pop_front() {
+                Some(old) => self.history_bytes -= old.frame.len(),
+                None => break,
             }
-            self.history.push_back(StoredEvent {
-                seq: self.last_seq,
-                frame,
-            });
         }
         self.last_seq
+    }
+
+    /// Bytes of the retained frames.
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
     }
 
     /// The newest `n` retained events, oldest first.
@@ -136,7 +155,7 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_the_newest_events_with_growing_seqs() {
-        let mut t = Topic::new("t".into(), "e".into(), 3);
+        let mut t = Topic::new("t".into(), "e".into(), 3, usize::MAX);
         assert_eq!(t.first_retained_seq(), 1);
         for i in 1..=5 {
             assert_eq!(t.record(frame(i)), i);
@@ -154,8 +173,29 @@ mod tests {
     }
 
     #[test]
+    fn the_ring_is_bounded_by_bytes_too() {
+        let mut t = Topic::new("t".into(), "e".into(), 100, 10);
+        for i in 1..=4u64 {
+            t.record(Rc::from(vec![0u8; 4]));
+            assert_eq!(t.last_seq(), i);
+        }
+        // 10 bytes hold two 4-byte frames.
+        assert_eq!(
+            (t.history_len(), t.history_bytes(), t.first_retained_seq()),
+            (2, 8, 3)
+        );
+        t.record(Rc::from(vec![0u8; 11]));
+        assert_eq!(
+            (t.history_len(), t.history_bytes()),
+            (0, 0),
+            "too big to keep"
+        );
+        assert_eq!(t.since(0).count(), 0);
+    }
+
+    #[test]
     fn subscribers_are_removed_in_constant_time_and_stay_consistent() {
-        let mut t = Topic::new("t".into(), "e".into(), 0);
+        let mut t = Topic::new("t".into(), "e".into(), 0, usize::MAX);
         let c = |n| ConnId::new(n, 0);
         for n in 0..10 {
             assert!(t.add(c(n)));

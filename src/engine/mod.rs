@@ -136,6 +136,7 @@ impl<S> Engine<S> {
             max_topics: config.max_topics,
             max_subscribers_per_topic: config.max_subscribers_per_topic,
             history_size: config.topic_history_size,
+            history_bytes: config.topic_history_bytes,
         });
         Engine {
             next_heartbeat: now + config.heartbeat_interval,

@@ -248,6 +248,7 @@ mod tests {
             max_topics: 2,
             max_subscribers_per_topic: 10,
             history_size: 10,
+            history_bytes: 1 << 20,
         })
     }
 

@@ -51,6 +51,7 @@ pub fn stats(state: &State<'_>, now: Instant) -> Response {
                 "messages": t.last_seq(),
                 "subscribers": t.subscribers().len(),
                 "retained": t.history_len(),
+                "retained_bytes": t.history_bytes(),
             }),
         );
     }

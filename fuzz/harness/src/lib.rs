@@ -312,6 +312,7 @@ pub fn broker_ops(data: &[u8]) {
         max_topics: 3,
         max_subscribers_per_topic: 4,
         history_size: 5,
+        history_bytes: 40,
     };
     let mut broker = Broker::new(limits);
     let names = ["a", "b", "c", "d"];
