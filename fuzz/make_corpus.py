@@ -40,8 +40,9 @@ REQUESTS = [
     UPGRADE,
     b"HEAD /topics HTTP/1.1\r\n\r\nHEAD /ws HTTP/1.1\r\n\r\nOPTIONS /topics HTTP/1.1\r\nOrigin: http://localhost\r\n\r\nGET /health HTTP/1.1\r\n\r\n",
 ]
-for r in REQUESTS:
-    write("http_request", r)
+# The first byte is the size of the pieces the target also feeds the request in.
+for i, r in enumerate(REQUESTS):
+    write("http_request", bytes([i * 7]) + r)
 
 for variant in [UPGRADE,
                 UPGRADE.replace(b"Version: 13", b"Version: 8"),

@@ -27,6 +27,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub header_timeout: Duration,
+    /// How long a request's body may take to arrive once its head has.
+    pub body_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_message_bytes: usize,
     /// How long a WebSocket message may take to arrive once it has begun.
@@ -108,6 +110,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             max_header_bytes: 8 * 1024,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_message_bytes: 64 * 1024,
             message_timeout: Duration::from_secs(30),
@@ -216,6 +219,7 @@ impl Config {
             max_body_bytes: env.size("MAX_BODY_BYTES", d.max_body_bytes, 1, 16 << 20)?,
             max_header_bytes: env.size("MAX_HEADER_BYTES", d.max_header_bytes, 1024, 1 << 20)?,
             header_timeout: env.secs("HEADER_TIMEOUT_SECS", d.header_timeout, 1, 3600)?,
+            body_timeout: env.secs("BODY_TIMEOUT_SECS", d.body_timeout, 1, 3600)?,
             idle_timeout: env.secs("IDLE_TIMEOUT_SECS", d.idle_timeout, 1, 86_400)?,
             max_message_bytes: env.size("MAX_MESSAGE_BYTES", d.max_message_bytes, 125, 64 << 20)?,
             message_timeout: env.secs("MESSAGE_TIMEOUT_SECS", d.message_timeout, 1, 3600)?,

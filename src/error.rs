@@ -115,7 +115,7 @@ impl Failure {
                 RequestError::UnsupportedTransferEncoding => wire(501, BadRequest),
                 RequestError::Malformed(_)
                 | RequestError::BadContentLength
-                | RequestError::BadChunk => wire(400, BadRequest),
+                | RequestError::BadChunk(_) => wire(400, BadRequest),
             },
             Failure::Route(e) => match e {
                 RouteError::NotFound => wire(404, NotFound),

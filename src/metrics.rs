@@ -63,6 +63,12 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         c.accepted,
     );
     out.one(
+        "pubsub_request_timeouts_total",
+        "counter",
+        "Connections closed because a request's head or body did not arrive in time.",
+        c.request_timeouts,
+    );
+    out.one(
         "pubsub_websocket_upgrades_total",
         "counter",
         "Connections upgraded to WebSocket since start.",

@@ -85,6 +85,8 @@ pub struct ConnectionStats {
     /// Connections refused for `MAX_CONNECTIONS_PER_IP`.
     pub refused_per_ip: u64,
     pub upgrades: u64,
+    /// Connections closed because a request's head or body did not arrive in time.
+    pub request_timeouts: u64,
     /// Upgrade requests refused, by reason.
     pub upgrades_refused: UpgradeRefusals,
     /// Close frames the server sent, by status code.

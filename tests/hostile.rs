@@ -187,3 +187,118 @@ fn history_is_bounded_by_bytes_as_well_as_by_count() {
     let ack = sub.request(json!({"type":"subscribe","topic":"h","client_id":"c","last_n":100}));
     assert_eq!(ack["replayed"], t["retained"], "{ack}");
 }
+
+/// Sends `bytes` one at a time, `gap` apart, until the server closes the connection; returns
+/// how long that took and what the server sent (`None`: still open after all of them).
+fn dribble(
+    s: &mut std::net::TcpStream,
+    bytes: &[u8],
+    gap: std::time::Duration,
+) -> (Option<std::time::Duration>, Vec<u8>) {
+    let started = std::time::Instant::now();
+    s.set_read_timeout(Some(std::time::Duration::from_millis(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    for b in bytes {
+        if s.write_all(&[*b]).is_err() {
+            return (Some(started.elapsed()), got);
+        }
+        let until = std::time::Instant::now() + gap;
+        while std::time::Instant::now() < until {
+            match s.read(&mut buf) {
+                Ok(0) => return (Some(started.elapsed()), got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return (Some(started.elapsed()), got)
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    (None, got)
+}
+
+#[test]
+fn a_request_head_or_body_dribbled_in_is_cut_at_its_timeout() {
+    let server = Server::start_with(&[("HEADER_TIMEOUT_SECS", "2"), ("BODY_TIMEOUT_SECS", "2")]);
+    let gap = std::time::Duration::from_millis(400);
+    // The head, a byte every 0.4 s: 40 bytes would take 16 s.
+    let mut s = server.connect();
+    let head = b"GET /health HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let (closed, got) = dribble(&mut s, head, gap);
+    let closed = closed.expect("the head was taken at a crawl");
+    assert!(
+        closed >= std::time::Duration::from_millis(1500),
+        "{closed:?}"
+    );
+    assert!(
+        got.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&got)
+    );
+    // A complete head, then the body at a crawl.
+    let mut s = server.connect();
+    let body = br#"{"name":"slowly-but-surely"}"#;
+    write!(
+        s,
+        "POST /topics HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let (closed, got) = dribble(&mut s, body, gap);
+    assert!(closed.is_some(), "the body was taken at a crawl");
+    assert!(
+        got.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(server.get("/topics")["topics"], json!([]));
+    assert!(server.get("/stats")["connections"]["request_timeouts"].as_u64() >= Some(2));
+}
+
+#[test]
+fn slow_requests_cannot_hold_every_connection_slot() {
+    let server = Server::start_with(&[("MAX_CONNECTIONS", "10"), ("HEADER_TIMEOUT_SECS", "1")]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Ten clients, each sending its head a byte every 0.3 s for as long as it may.
+    let dribblers: Vec<_> = (0..10)
+        .map(|_| {
+            let mut s = server.connect();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if s.write_all(b"a").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+            })
+        })
+        .collect();
+    // However they dribble, their heads' clocks run out and their slots come free.
+    wait_until("a slot freed by the header timeout", || {
+        server.request("GET", "/health", None).0 == 200
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for d in dribblers {
+        d.join().unwrap();
+    }
+}
+
+#[test]
+fn an_endless_chunk_extension_or_trailer_is_refused_at_its_bound() {
+    let server = Server::start();
+    for tail in [
+        [b"1;".as_slice(), &[b'a'; 5000]].concat(),
+        [b"0\r\nX-Trailer: ".as_slice(), &[b'b'; 9000]].concat(),
+    ] {
+        let mut s = server.connect();
+        s.write_all(b"POST /topics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        s.write_all(&tail).unwrap();
+        let r = read_response(&mut s);
+        assert!(matches!(r.status, 400 | 431), "{} {:?}", r.status, r.json());
+    }
+    assert_eq!(server.get("/health")["topics"], 0);
+}

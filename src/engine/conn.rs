@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::answers::AnswerOrder;
 use super::INPUT_BUDGET;
 use crate::guard::TokenBucket;
+use crate::http::Progress;
 use crate::ids::ConnId;
 use crate::outq::OutQueue;
 use crate::ws::Session;
@@ -35,6 +36,10 @@ pub(super) struct HttpState {
     pub continue_sent: bool,
     /// A request has begun to arrive (its header clock is running).
     pub in_request: bool,
+    /// Its head is complete and the body's clock runs.
+    pub body_clock: bool,
+    /// How far the request now arriving has been parsed.
+    pub progress: Progress,
 }
 
 #[derive(Debug)]

@@ -37,19 +37,27 @@ impl<S> Engine<S> {
             let Lifecycle::Http(state) = &mut self.conns[key].state else {
                 return (pos, Stop::Upgraded);
             };
-            match parse_request(&buf[pos..], &limits) {
-                Ok(Parsed::Partial { expects_continue }) => {
+            match parse_request(&buf[pos..], &limits, &mut state.progress) {
+                Ok(Parsed::Partial {
+                    head_complete,
+                    expects_continue,
+                }) => {
                     let send_continue = expects_continue && !state.continue_sent;
                     state.continue_sent |= expects_continue;
                     let starts = pos < buf.len() && !state.in_request;
                     state.in_request |= starts;
+                    let body_starts = head_complete && !state.body_clock;
+                    state.body_clock |= body_starts;
                     if send_continue {
                         self.push(key, Chunk::Owned(CONTINUE.to_vec()), Bound::Exempt);
                     }
+                    // The first byte of a request starts the clock of its head, the end of the
+                    // head the clock of its body; later bytes restart neither.
                     if starts {
-                        // The first byte of a request starts its header clock; later bytes
-                        // do not restart it.
                         self.set_deadline(key, now + self.config.header_timeout);
+                    }
+                    if body_starts {
+                        self.set_deadline(key, now + self.config.body_timeout);
                     }
                     return (pos, Stop::NeedMore);
                 }
@@ -57,8 +65,8 @@ impl<S> Engine<S> {
                     *budget -= 1;
                     pos += used;
                     *state = HttpState {
-                        continue_sent: false,
                         in_request: pos < buf.len(),
+                        ..HttpState::default()
                     };
                     let keep_alive = request.keep_alive && !self.shutting_down;
                     let mut state = rest::State {

@@ -67,6 +67,7 @@ impl<S> Engine<S> {
     fn deadline_passed(&mut self, key: usize, now: Instant) {
         let c = &self.conns[key];
         let reason = match &c.state {
+            Lifecycle::Http(h) if h.body_clock => "body_timeout",
             Lifecycle::Http(h) if h.in_request => "header_timeout",
             Lifecycle::Http(_) => "idle_timeout",
             Lifecycle::Open(ws) if ws.message_clock => {
@@ -81,8 +82,9 @@ impl<S> Engine<S> {
             Lifecycle::Draining { .. } => "drain_expired",
             Lifecycle::Closed => return,
         };
-        if reason == "header_timeout" {
-            crate::log!(Level::Info, "header_timeout", "conn" => c.id.as_u64(), "peer" => c.peer.to_string());
+        if reason == "header_timeout" || reason == "body_timeout" {
+            crate::log!(Level::Info, reason, "conn" => c.id.as_u64(), "peer" => c.peer.to_string());
+            self.stats.connections.request_timeouts += 1;
         }
         self.close(key, reason);
     }

@@ -1,9 +1,13 @@
 //! One HTTP/1.x request out of a byte buffer: `Partial` until all of it has arrived, then the
 //! request and how many bytes it used, so pipelined requests are parsed one after another.
+//! Parsing is incremental: a `Progress` kept beside the buffer remembers how far the search for
+//! the head's end got, the head once it is complete, and the chunked body decoded so far, so
+//! each byte is looked at a bounded number of times however slowly a request arrives.
 
 use std::borrow::Cow;
 use std::fmt;
 
+use super::chunked::{ChunkLimits, Chunked};
 use super::target::split_target;
 
 /// At most this many headers per request; more is answered like an oversized head.
@@ -63,12 +67,49 @@ pub fn header_has_token(value: &[u8], token: &str) -> bool {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed<'a> {
-    /// More bytes are needed. `expects_continue` is true once a complete head asked for
-    /// `Expect: 100-continue` and its body has not arrived.
+    /// More bytes are needed. `head_complete` once the head has arrived and the body has not;
+    /// `expects_continue` if that head asked for `Expect: 100-continue`.
     Partial {
+        head_complete: bool,
         expects_continue: bool,
     },
     Complete(Request<'a>, usize),
+}
+
+impl Parsed<'_> {
+    const MORE: Parsed<'static> = Parsed::Partial {
+        head_complete: false,
+        expects_continue: false,
+    };
+}
+
+/// How far the request at the start of a buffer has been parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes already searched for the end of the head.
+    scanned: usize,
+    head: Option<Head>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    len: usize,
+    expects_continue: bool,
+    body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Body {
+    None,
+    Length(usize),
+    Chunked(Chunked),
+}
+
+impl Progress {
+    /// The head has arrived (the body is what is awaited).
+    pub fn head_complete(&self) -> bool {
+        self.head.is_some()
+    }
 }
 
 /// Why a request cannot be served; the connection is answered and then closed.
@@ -79,7 +120,7 @@ pub enum RequestError {
     BodyTooLarge { limit: usize },
     BadContentLength,
     UnsupportedTransferEncoding,
-    BadChunk,
+    BadChunk(&'static str),
 }
 
 impl fmt::Display for RequestError {
@@ -94,7 +135,7 @@ impl fmt::Display for RequestError {
             RequestError::UnsupportedTransferEncoding => {
                 f.write_str("only the chunked transfer-encoding is supported")
             }
-            RequestError::BadChunk => f.write_str("malformed chunked body"),
+            RequestError::BadChunk(what) => write!(f, "malformed chunked body: {what}"),
         }
     }
 }
@@ -111,27 +152,35 @@ fn malformed(e: httparse::Error) -> RequestError {
     }
 }
 
-/// Parses the request at the start of `buf`.
-pub fn parse_request<'a>(
-    buf: &'a [u8],
-    limits: &RequestLimits,
-) -> Result<Parsed<'a>, RequestError> {
+/// Where the head of the request at the start of `buf` ends (after its empty line), searching
+/// from `scanned`; empty lines before the request line are skipped as httparse skips them.
+fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let from = (*scanned).max(start);
+    for i in from..buf.len() {
+        if buf[i] == b'\n' {
+            match buf.get(i + 1) {
+                Some(b'\n') => return Some(i + 2),
+                Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+                _ => {}
+            }
+        }
+    }
+    // The last two bytes may begin the empty line: search them again with what comes next.
+    *scanned = buf.len().saturating_sub(2).max(from);
+    None
+}
+
+/// The head `buf[..len]` as a request (with no body yet).
+fn parse_head(buf: &[u8]) -> Result<Request<'_>, RequestError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut raw = httparse::Request::new(&mut slots);
-    let head_len = match raw.parse(buf).map_err(malformed)? {
-        httparse::Status::Partial if buf.len() > limits.max_header_bytes => {
-            return Err(RequestError::HeadTooLarge)
-        }
+    match raw.parse(buf).map_err(malformed)? {
+        httparse::Status::Complete(_) => {}
         httparse::Status::Partial => {
-            return Ok(Parsed::Partial {
-                expects_continue: false,
-            })
+            return Err(RequestError::Malformed("incomplete request head"))
         }
-        httparse::Status::Complete(n) if n > limits.max_header_bytes => {
-            return Err(RequestError::HeadTooLarge)
-        }
-        httparse::Status::Complete(n) => n,
-    };
+    }
     let method = raw
         .method
         .ok_or(RequestError::Malformed("missing method"))?;
@@ -139,7 +188,7 @@ pub fn parse_request<'a>(
         .path
         .ok_or(RequestError::Malformed("missing request target"))?;
     let http10 = raw.version == Some(0);
-    let headers: Vec<(&'a str, &'a [u8])> = raw.headers.iter().map(|h| (h.name, h.value)).collect();
+    let headers: Vec<(&str, &[u8])> = raw.headers.iter().map(|h| (h.name, h.value)).collect();
     let (path, query) = split_target(target)?;
     let mut request = Request {
         method,
@@ -155,33 +204,73 @@ pub fn parse_request<'a>(
     } else {
         !request.has_token("connection", "close")
     };
+    Ok(request)
+}
 
-    let rest = &buf[head_len..];
-    let expects_continue = !http10 && request.has_token("expect", "100-continue");
-    let framing = body_framing(&request)?;
-    let body_len = match framing {
-        Framing::None => 0,
-        Framing::Length(n) if n > limits.max_body_bytes as u64 => {
-            return Err(RequestError::BodyTooLarge {
-                limit: limits.max_body_bytes,
-            })
+/// Parses the request at the start of `buf`, going on from `progress` (which must have been
+/// made on the same request's earlier bytes, and is reset when the request is complete).
+pub fn parse_request<'a>(
+    buf: &'a [u8],
+    limits: &RequestLimits,
+    progress: &mut Progress,
+) -> Result<Parsed<'a>, RequestError> {
+    if progress.head.is_none() {
+        let Some(len) = head_end(buf, &mut progress.scanned) else {
+            if buf.len() > limits.max_header_bytes {
+                return Err(RequestError::HeadTooLarge);
+            }
+            return Ok(Parsed::MORE);
+        };
+        if len > limits.max_header_bytes {
+            return Err(RequestError::HeadTooLarge);
         }
-        Framing::Length(n) => n as usize,
-        Framing::Chunked => {
-            return match decode_chunked(rest, limits.max_body_bytes)? {
-                None => Ok(Parsed::Partial { expects_continue }),
-                Some((body, used)) => {
-                    request.body = Cow::Owned(body);
-                    Ok(Parsed::Complete(request, head_len + used))
-                }
+        let request = parse_head(&buf[..len])?;
+        let body = match body_framing(&request)? {
+            Framing::None => Body::None,
+            Framing::Length(n) if n > limits.max_body_bytes as u64 => {
+                return Err(RequestError::BodyTooLarge {
+                    limit: limits.max_body_bytes,
+                })
+            }
+            Framing::Length(n) => Body::Length(n as usize),
+            Framing::Chunked => Body::Chunked(Chunked::default()),
+        };
+        let expects_continue = !request.http10 && request.has_token("expect", "100-continue");
+        progress.head = Some(Head {
+            len,
+            expects_continue,
+            body,
+        });
+    }
+    let Some(head) = progress.head.as_mut() else {
+        return Ok(Parsed::MORE);
+    };
+    let raw_body = &buf[head.len..];
+    let waiting = Parsed::Partial {
+        head_complete: true,
+        expects_continue: head.expects_continue,
+    };
+    let (body, used) = match &mut head.body {
+        Body::None => (Cow::Borrowed(&raw_body[..0]), 0),
+        Body::Length(n) if raw_body.len() < *n => return Ok(waiting),
+        Body::Length(n) => (Cow::Borrowed(&raw_body[..*n]), *n),
+        Body::Chunked(chunked) => {
+            let chunk_limits = ChunkLimits {
+                max_body: limits.max_body_bytes,
+                max_framing: limits.max_body_bytes.max(64 * 1024),
+                max_trailers: limits.max_header_bytes,
             };
+            match chunked.feed(raw_body, &chunk_limits)? {
+                None => return Ok(waiting),
+                Some(used) => (Cow::Owned(std::mem::take(chunked).into_body()), used),
+            }
         }
     };
-    if rest.len() < body_len {
-        return Ok(Parsed::Partial { expects_continue });
-    }
-    request.body = Cow::Borrowed(&rest[..body_len]);
-    Ok(Parsed::Complete(request, head_len + body_len))
+    let len = head.len;
+    *progress = Progress::default();
+    let mut request = parse_head(&buf[..len])?;
+    request.body = body;
+    Ok(Parsed::Complete(request, len + used))
 }
 
 enum Framing {
@@ -230,45 +319,6 @@ fn body_framing(request: &Request<'_>) -> Result<Framing, RequestError> {
     }
 }
 
-/// Decodes a chunked body: `None` until the last chunk and trailers have arrived.
-fn decode_chunked(
-    mut rest: &[u8],
-    max_body: usize,
-) -> Result<Option<(Vec<u8>, usize)>, RequestError> {
-    let start_len = rest.len();
-    let mut body = Vec::new();
-    loop {
-        let (size_len, size) = match httparse::parse_chunk_size(rest) {
-            Ok(httparse::Status::Complete(v)) => v,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(RequestError::BadChunk),
-        };
-        if size > (max_body - body.len()) as u64 {
-            return Err(RequestError::BodyTooLarge { limit: max_body });
-        }
-        rest = &rest[size_len..];
-        if size == 0 {
-            let mut trailers = [httparse::EMPTY_HEADER; 16];
-            return match httparse::parse_headers(rest, &mut trailers) {
-                Ok(httparse::Status::Complete((n, _))) => {
-                    Ok(Some((body, start_len - rest.len() + n)))
-                }
-                Ok(httparse::Status::Partial) => Ok(None),
-                Err(_) => Err(RequestError::BadChunk),
-            };
-        }
-        let size = size as usize;
-        if rest.len() < size + 2 {
-            return Ok(None);
-        }
-        if &rest[size..size + 2] != b"\r\n" {
-            return Err(RequestError::BadChunk);
-        }
-        body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +329,7 @@ mod tests {
     };
 
     fn complete(buf: &[u8]) -> (Request<'_>, usize) {
-        match parse_request(buf, &LIMITS).unwrap() {
+        match parse_request(buf, &LIMITS, &mut Progress::default()).unwrap() {
             Parsed::Complete(r, n) => (r, n),
             other => panic!("expected a complete request, got {other:?}"),
         }
@@ -300,7 +350,7 @@ mod tests {
         let full: &[u8] =
             b"POST /topics HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\n{\"name\":\"order\"}";
         for cut in 0..full.len() {
-            match parse_request(&full[..cut], &LIMITS).unwrap() {
+            match parse_request(&full[..cut], &LIMITS, &mut Progress::default()).unwrap() {
                 Parsed::Partial { .. } => {}
                 other => panic!("cut {cut}: {other:?}"),
             }
@@ -358,7 +408,7 @@ mod tests {
         for cut in 0..full.len() - 3 {
             assert!(
                 matches!(
-                    parse_request(&full[..cut], &LIMITS),
+                    parse_request(&full[..cut], &LIMITS, &mut Progress::default()),
                     Ok(Parsed::Partial { .. })
                 ),
                 "cut {cut}"
@@ -408,7 +458,7 @@ mod tests {
             ),
             (
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                BadChunk,
+                BadChunk("invalid chunk size"),
             ),
             (
                 b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n",
@@ -416,7 +466,7 @@ mod tests {
             ),
         ];
         for (input, want) in cases {
-            let err = parse_request(input, &LIMITS).unwrap_err();
+            let err = parse_request(input, &LIMITS, &mut Progress::default()).unwrap_err();
             assert_eq!(&err, want, "{}", String::from_utf8_lossy(input));
         }
     }
@@ -426,12 +476,12 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', 9000));
         assert_eq!(
-            parse_request(&big, &LIMITS).unwrap_err(),
+            parse_request(&big, &LIMITS, &mut Progress::default()).unwrap_err(),
             RequestError::HeadTooLarge
         );
         big.extend_from_slice(b"\r\n\r\n");
         assert_eq!(
-            parse_request(&big, &LIMITS).unwrap_err(),
+            parse_request(&big, &LIMITS, &mut Progress::default()).unwrap_err(),
             RequestError::HeadTooLarge
         );
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
@@ -440,7 +490,7 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(
-            parse_request(&many, &LIMITS).unwrap_err(),
+            parse_request(&many, &LIMITS, &mut Progress::default()).unwrap_err(),
             RequestError::HeadTooLarge
         );
     }
@@ -449,8 +499,9 @@ mod tests {
     fn expect_continue_is_reported_while_the_body_is_missing() {
         let head = b"POST /topics HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
         assert_eq!(
-            parse_request(head, &LIMITS).unwrap(),
+            parse_request(head, &LIMITS, &mut Progress::default()).unwrap(),
             Parsed::Partial {
+                head_complete: true,
                 expects_continue: true
             }
         );

@@ -230,7 +230,7 @@ mod tests {
             max_header_bytes: 8192,
             max_body_bytes: 1024,
         };
-        match parse_request(raw.as_bytes(), &limits).unwrap() {
+        match parse_request(raw.as_bytes(), &limits, &mut Default::default()).unwrap() {
             Parsed::Complete(r, _) => f(handle(&mut state, &r, now)),
             Parsed::Partial { .. } => panic!("partial"),
         }

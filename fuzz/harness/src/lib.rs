@@ -9,7 +9,7 @@ use std::rc::Rc;
 use pubsub::broker::{Broker, BrokerLimits};
 use pubsub::config::Config;
 use pubsub::error::Failure;
-use pubsub::http::{parse_request, Parsed, RequestLimits};
+use pubsub::http::{parse_request, Parsed, Progress, RequestLimits};
 use pubsub::ids::{ConnId, Replay, TopicName};
 use pubsub::protocol::{self, ClientMessage};
 use pubsub::ws::frame::{
@@ -47,12 +47,53 @@ fn chunks<'a>(data: &'a [u8], sizes: &[u8]) -> Vec<&'a [u8]> {
     out
 }
 
+/// The request at the start of `buf` parsed as it arrives in pieces of `step` bytes, with one
+/// `Progress`, as the server parses a slow client's bytes.
+fn parse_in_steps<'a>(
+    buf: &'a [u8],
+    limits: &RequestLimits,
+    step: usize,
+) -> Result<Parsed<'a>, pubsub::http::RequestError> {
+    let mut progress = Progress::default();
+    let mut end = 0;
+    loop {
+        end = (end + step.max(1)).min(buf.len());
+        match parse_request(&buf[..end], limits, &mut progress)? {
+            Parsed::Partial { .. } if end < buf.len() => continue,
+            other => return Ok(other),
+        }
+    }
+}
+
 pub fn http_request(data: &[u8]) {
+    let Some((&step, data)) = data.split_first() else {
+        return;
+    };
     let limits = request_limits();
     let mut rest = data;
     // Pipelined: parse request after request, as the server does.
     for _ in 0..16 {
-        match parse_request(rest, &limits) {
+        let whole = parse_request(rest, &limits, &mut Progress::default());
+        // The same bytes arriving in pieces give the same answer.
+        let stepped = parse_in_steps(rest, &limits, step as usize % 64 + 1);
+        match (&whole, &stepped) {
+            (Ok(Parsed::Complete(a, n)), Ok(Parsed::Complete(b, m))) => {
+                assert_eq!((a, n), (b, m), "in pieces, another request");
+            }
+            (
+                Ok(Parsed::Partial {
+                    head_complete: a, ..
+                }),
+                Ok(Parsed::Partial {
+                    head_complete: b, ..
+                }),
+            ) => {
+                assert_eq!(a, b)
+            }
+            (Err(_), Err(_)) => {}
+            (w, s) => panic!("whole {w:?}, in pieces {s:?}"),
+        }
+        match whole {
             Ok(Parsed::Complete(req, used)) => {
                 assert!(used > 0 && used <= rest.len());
                 assert!(req.body.len() <= limits.max_body_bytes);
@@ -62,7 +103,7 @@ pub fn http_request(data: &[u8]) {
                     if cut < used {
                         assert!(
                             matches!(
-                                parse_request(&rest[..cut], &limits),
+                                parse_request(&rest[..cut], &limits, &mut Progress::default()),
                                 Ok(Parsed::Partial { .. })
                             ),
                             "prefix {cut} of a complete request was not partial"
@@ -83,7 +124,9 @@ pub fn http_request(data: &[u8]) {
 }
 
 pub fn ws_handshake(data: &[u8]) {
-    let Ok(Parsed::Complete(req, _)) = parse_request(data, &request_limits()) else {
+    let Ok(Parsed::Complete(req, _)) =
+        parse_request(data, &request_limits(), &mut Progress::default())
+    else {
         return;
     };
     match handshake::validate(&req) {
