@@ -44,6 +44,30 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
+/// For an event that may happen thousands of times a second: at most one line a second, and
+/// that line says how many were left out before it.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(left out since the last line)` when a line may be written now.
+    pub fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
+        let due = self
+            .last
+            .is_none_or(|l| now.saturating_duration_since(l) >= std::time::Duration::from_secs(1));
+        if due {
+            self.last = Some(now);
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
 /// Builds one log line; kept apart from the writing so it can be tested.
 pub fn format_line(ts: &str, level: Level, event: &str, fields: Map<String, Value>) -> String {
     let mut obj = Map::with_capacity(fields.len() + 3);
@@ -96,6 +120,17 @@ mod tests {
         assert_eq!(v["level"], "warn");
         assert_eq!(v["event"], "slow_consumer");
         assert_eq!(v["conn"], 7);
+    }
+
+    #[test]
+    fn a_throttle_lets_one_line_a_second_through_and_counts_the_rest() {
+        let t0 = std::time::Instant::now();
+        let mut t = Throttle::default();
+        assert_eq!(t.allow(t0), Some(0));
+        for _ in 0..5 {
+            assert_eq!(t.allow(t0 + std::time::Duration::from_millis(500)), None);
+        }
+        assert_eq!(t.allow(t0 + std::time::Duration::from_secs(1)), Some(5));
     }
 
     #[test]

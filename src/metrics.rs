@@ -89,6 +89,11 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "pubsub_connections_refused_total{{reason=\"max_connections_per_ip\"}} {}",
         c.refused_per_ip
     );
+    let _ = writeln!(
+        out.0,
+        "pubsub_connections_refused_total{{reason=\"no_descriptor\"}} {}",
+        c.refused_no_descriptor
+    );
     out.head(
         "pubsub_upgrades_refused_total",
         "counter",

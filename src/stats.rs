@@ -84,6 +84,8 @@ pub struct ConnectionStats {
     pub refused: u64,
     /// Connections refused for `MAX_CONNECTIONS_PER_IP`.
     pub refused_per_ip: u64,
+    /// Connections answered 503 and closed because no descriptor was free.
+    pub refused_no_descriptor: u64,
     pub upgrades: u64,
     /// Connections closed because a request's head or body did not arrive in time.
     pub request_timeouts: u64,

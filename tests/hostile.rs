@@ -302,3 +302,80 @@ fn an_endless_chunk_extension_or_trailer_is_refused_at_its_bound() {
     }
     assert_eq!(server.get("/health")["topics"], 0);
 }
+
+/// The answer a client gets, or how its connection ended; `None` if it is still waiting.
+fn first_answer(s: &mut std::net::TcpStream) -> Option<String> {
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => Some("closed".into()),
+        Ok(n) => Some(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()?
+                .to_string(),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some("reset".into()),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn out_of_descriptors_clients_are_answered_and_the_log_stays_quiet() {
+    // A hard limit of 64 descriptors, taken as the soft one: room for 32 connections.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "ulimit -n 64 && exec \"$0\"", &Server::binary()]);
+    let server = Server::spawn(cmd, &[("CLOSE_LINGER_MS", "20000")]);
+    let lowered = server
+        .startup
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["event"] == "max_connections_lowered")
+        .expect("a warning that MAX_CONNECTIONS does not fit");
+    assert_eq!(lowered["allowed"], 32, "{lowered}");
+    let held: Vec<Ws> = (0..32).map(|_| server.ws()).collect();
+    // Refused clients that keep their sockets hold the server's descriptors while it lingers,
+    // so most of these arrive when none is free.
+    let mut flood: Vec<_> = (0..120)
+        .map(|_| {
+            let mut s = server.connect();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+            s
+        })
+        .collect();
+    for (i, s) in flood.iter_mut().enumerate() {
+        let answer = first_answer(s).unwrap_or_else(|| panic!("client {i} got no answer"));
+        assert!(
+            answer.starts_with("HTTP/1.1 503") || answer == "closed" || answer == "reset",
+            "client {i}: {answer}"
+        );
+    }
+    drop(flood);
+    drop(held);
+    wait_until("a descriptor for /stats", || {
+        let mut s = server.connect();
+        let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        first_answer(&mut s).is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    let mut stats = serde_json::Value::Null;
+    wait_until("the held connections closed", || {
+        stats = server.get("/stats");
+        stats["connections"]["websocket"] == 0
+    });
+    let c = &stats["connections"];
+    assert!(c["refused_no_descriptor"].as_u64() > Some(0), "{c}");
+    // Every client of the flood (and perhaps a probe of the wait above) was refused.
+    let refused = c["refused"].as_u64().unwrap() + c["refused_no_descriptor"].as_u64().unwrap();
+    assert!(refused >= 120, "{c}");
+    // 120 refusals in about a second: a line or two, each saying what it left out.
+    let lines: Vec<serde_json::Value> = server
+        .log
+        .try_iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .filter(|v: &serde_json::Value| {
+            v["event"] == "connection_refused" || v["event"] == "out_of_descriptors"
+        })
+        .collect();
+    assert!(!lines.is_empty() && lines.len() <= 10, "{lines:?}");
+}

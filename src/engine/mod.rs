@@ -39,7 +39,7 @@ use slab::Slab;
 use crate::broker::{Broker, BrokerLimits};
 use crate::config::Config;
 use crate::ids::{ConnId, Epochs};
-use crate::log::Level;
+use crate::log::{Level, Throttle};
 use crate::stats::Stats;
 use crate::time::Timestamp;
 pub use answers::Ticket;
@@ -125,6 +125,8 @@ pub struct Engine<S> {
     epochs: Epochs,
     /// Counts ticks, so a connection's share is renewed once per tick.
     tick_no: u32,
+    /// Refusals can come by the thousand a second: their log lines are throttled.
+    refusal_log: Throttle,
     started: Instant,
     next_heartbeat: Instant,
     shutting_down: bool,
@@ -154,6 +156,7 @@ impl<S> Engine<S> {
             unix_ms: 0,
             epochs: Epochs::default(),
             tick_no: 0,
+            refusal_log: Throttle::default(),
             started: now,
             shutting_down: false,
         }
@@ -205,11 +208,15 @@ impl<S> Engine<S> {
                 .is_some_and(|&n| n as usize >= per_ip_limit);
         if over_limit {
             self.stats.connections.refused += 1;
-            crate::log!(Level::Warn, "connection_refused", "conn" => id.as_u64(), "reason" => "max_connections");
+            if let Some(suppressed) = self.refusal_log.allow(now) {
+                crate::log!(Level::Warn, "connection_refused", "reason" => "max_connections", "suppressed" => suppressed);
+            }
             self.refuse(key, now);
         } else if per_ip_full {
             self.stats.connections.refused_per_ip += 1;
-            crate::log!(Level::Info, "connection_refused", "conn" => id.as_u64(), "reason" => "max_connections_per_ip", "peer" => peer.to_string());
+            if let Some(suppressed) = self.refusal_log.allow(now) {
+                crate::log!(Level::Info, "connection_refused", "reason" => "max_connections_per_ip", "peer" => peer.to_string(), "suppressed" => suppressed);
+            }
             self.refuse(key, now);
         } else {
             if per_ip_limit > 0 {
@@ -222,6 +229,15 @@ impl<S> Engine<S> {
             self.set_deadline(key, now + self.config.header_timeout);
         }
         key
+    }
+
+    /// A connection the loop could not take for want of a descriptor (it was accepted on a
+    /// descriptor kept in reserve for this): counted, and the answer to send it before closing.
+    pub fn refused_without_descriptor(&mut self) -> Vec<u8> {
+        self.stats.connections.refused_no_descriptor += 1;
+        crate::error::Failure::AtCapacity
+            .response()
+            .encode(false, false)
     }
 
     /// Starts a tick after a poll that returned `events`: work left over from the last one

@@ -27,8 +27,11 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// Connections accepted per tick; the rest wait in the backlog for the next tick.
 const ACCEPTS_PER_TICK: usize = 256;
-/// How long accepting pauses when the process is out of file descriptors.
+/// How long accepting pauses after an accept error other than running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Descriptors kept free of connections: the listener, the poll, the signal pipe, the reserve,
+/// and what the process may open besides.
+const SPARE_DESCRIPTORS: u64 = 32;
 /// Slack added to the poll timeout so a deadline is not woken for a moment too early.
 const WAKE_SLACK: Duration = Duration::from_micros(500);
 
@@ -56,6 +59,10 @@ pub fn serve(config: Config) -> ExitCode {
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
+    /// A descriptor held back so that, when none is left, one connection can still be
+    /// accepted, answered 503 and closed instead of waiting in the backlog unanswered.
+    reserve: Option<std::os::fd::OwnedFd>,
+    accept_log: crate::log::Throttle,
     /// The listener may hold more connections than this tick accepted.
     accept_pending: bool,
     accept_paused_until: Option<Instant>,
@@ -66,7 +73,14 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn bind(config: Config) -> io::Result<Server> {
+    pub fn bind(mut config: Config) -> io::Result<Server> {
+        // As many descriptors as the hard limit allows, and no more connections than fit.
+        let fd_limit = sys::raise_fd_limit()?;
+        let room = fd_limit.saturating_sub(SPARE_DESCRIPTORS).max(1) as usize;
+        if config.max_connections > room {
+            crate::log!(Level::Warn, "max_connections_lowered", "configured" => config.max_connections, "allowed" => room, "descriptor_limit" => fd_limit);
+            config.max_connections = room;
+        }
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(SocketAddr::new(config.host, config.port))?;
         sys::set_listen_backlog(&listener, sys::LISTEN_BACKLOG)?;
@@ -76,9 +90,12 @@ impl Server {
         let mut signals = Signals::install()?;
         poll.registry()
             .register(signals.source(), SIGNALS, Interest::READABLE)?;
+        let reserve = Some(std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?);
         Ok(Server {
             poll,
             listener: Some(listener),
+            reserve,
+            accept_log: crate::log::Throttle::default(),
             accept_pending: false,
             accept_paused_until: None,
             signals,
@@ -190,10 +207,29 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if sys::out_of_descriptors(&e) && self.reserve.is_some() => {
+                    // Let the reserve go, take the waiting client on it, tell it and let it go,
+                    // then hold a descriptor back again.
+                    self.reserve = None;
+                    if let Ok((mut stream, _)) = listener.accept() {
+                        let answer = self.engine.refused_without_descriptor();
+                        let _ = SocketSend(&stream).write(&answer);
+                        let _ = stream.shutdown(Shutdown::Write);
+                        // A request already received would turn the close into a reset that
+                        // can destroy the answer before the client reads it.
+                        let _ = stream.read(&mut self.scratch);
+                    }
+                    self.reserve = std::os::fd::AsFd::as_fd(listener).try_clone_to_owned().ok();
+                    if let Some(suppressed) = self.accept_log.allow(now) {
+                        crate::log!(Level::Warn, "out_of_descriptors", "error" => e.to_string(), "suppressed" => suppressed);
+                    }
+                }
                 Err(e) => {
-                    // Out of descriptors (EMFILE/ENFILE) or a transient network error: the
-                    // listener stays readable, so wait a moment instead of spinning.
-                    crate::log!(Level::Warn, "accept_failed", "error" => e.to_string());
+                    // A transient network error, or out of descriptors with none in reserve:
+                    // the listener stays readable, so wait a moment instead of spinning.
+                    if let Some(suppressed) = self.accept_log.allow(now) {
+                        crate::log!(Level::Warn, "accept_failed", "error" => e.to_string(), "suppressed" => suppressed);
+                    }
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }

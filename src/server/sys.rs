@@ -1,5 +1,5 @@
-//! The operating-system calls mio does not offer: a larger listen backlog, and send(2) for the
-//! writes to connections.
+//! The operating-system calls mio does not offer: the descriptor limit, a larger listen
+//! backlog, and send(2) for the writes to connections.
 #![allow(unsafe_code)] // Each unsafe block below carries the SAFETY note that justifies it.
 
 use std::io::{self, IoSlice, Write};
@@ -8,6 +8,35 @@ use std::os::fd::AsRawFd;
 /// Connections the kernel may hold for `accept` (capped by net.core.somaxconn). mio listens
 /// with 128, which a burst of connects overflows (the dropped SYNs are retried after a second).
 pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Raises the soft limit of open descriptors to the hard one; returns the limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes only the struct it is given, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit(2) only reads the struct it is given, which we own. It fails
+        // (and the soft limit stays) when the hard limit is above what the kernel allows.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Whether `accept` failed for want of a descriptor (the process's or the system's).
+pub fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
 
 /// Calling listen(2) again on a listening socket sets its backlog anew.
 pub fn set_listen_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {

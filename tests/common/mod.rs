@@ -29,6 +29,8 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: mpsc::Receiver<String>,
+    /// The lines logged before `listening`.
+    pub startup: Vec<String>,
 }
 
 impl Server {
@@ -39,8 +41,16 @@ impl Server {
     /// Starts the binary with `PORT=0` and the given variables; waits for its `listening` line.
     /// `PUBSUB_BIN` runs another build instead (to watch a test fail against an older one).
     pub fn start_with(vars: &[(&str, &str)]) -> Server {
-        let bin = std::env::var("PUBSUB_BIN").unwrap_or(env!("CARGO_BIN_EXE_pubsub").into());
-        let mut cmd = Command::new(bin);
+        Server::spawn(Command::new(Server::binary()), vars)
+    }
+
+    /// The build under test.
+    pub fn binary() -> String {
+        std::env::var("PUBSUB_BIN").unwrap_or(env!("CARGO_BIN_EXE_pubsub").into())
+    }
+
+    /// Starts `cmd` (the binary, or a shell that execs it) as `start_with` does.
+    pub fn spawn(mut cmd: Command, vars: &[(&str, &str)]) -> Server {
         cmd.env("PORT", "0")
             .env("HOST", "127.0.0.1")
             .env("LOG_LEVEL", "info");
@@ -59,6 +69,7 @@ impl Server {
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             log: rx,
+            startup: Vec::new(),
         };
         let stderr = stderr.expect("piped stderr");
         std::thread::spawn(move || {
@@ -80,6 +91,7 @@ impl Server {
                 server.addr = v["addr"].as_str().unwrap().parse().unwrap();
                 return server;
             }
+            server.startup.push(line);
         }
     }
 
