@@ -153,19 +153,6 @@ fn close_code_in(data: &[u8]) -> Option<u16> {
     (i + 2 + len == data.len() && len >= 2).then(|| u16::from_be_bytes([data[i + 2], data[i + 3]]))
 }
 
-/// An upgraded raw connection with a tiny receive window, so acks it does not read back up
-/// into the server's queue quickly.
-fn publisher_with_a_tiny_window(server: &Server) -> std::net::TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut publisher: std::net::TcpStream = socket.into();
-    publisher.set_read_timeout(Some(TIMEOUT)).unwrap();
-    publisher.write_all(UPGRADE.as_bytes()).unwrap();
-    assert_eq!(read_response(&mut publisher).status, 101);
-    publisher
-}
-
 /// The topic's publish count once it has stood still for a second (polled, within `TIMEOUT`).
 fn settled_count(server: &Server, topic: &str) -> u64 {
     let count = || {
@@ -199,7 +186,7 @@ fn publishes(topic: &str, total: u64) -> Vec<u8> {
 fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
     let server = Server::start_with(&[("MAX_QUEUE_BYTES", "65536")]);
     server.create_topic("paced");
-    let mut publisher = publisher_with_a_tiny_window(&server);
+    let mut publisher = raw_ws_with_a_tiny_window(&server);
     // About 6 MB of acks: more than the kernel's buffers hold for a peer that does not read.
     let total: u64 = 50_000;
     let frames = publishes("paced", total);
@@ -247,7 +234,7 @@ fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
 fn a_fin_that_arrives_while_reading_is_paused_is_still_seen() {
     let server = Server::start_with(&[("MAX_QUEUE_BYTES", "65536")]);
     server.create_topic("fin");
-    let mut publisher = publisher_with_a_tiny_window(&server);
+    let mut publisher = raw_ws_with_a_tiny_window(&server);
     // Enough unread acks that the server stops reading this client (at ~35,000 publishes here),
     // then the client's FIN queued behind the other ~2.7 MB: its readiness arrives while the
     // server is not reading, and no later event announces it again. Reading after the pause must

@@ -379,3 +379,127 @@ fn out_of_descriptors_clients_are_answered_and_the_log_stays_quiet() {
         .collect();
     assert!(!lines.is_empty() && lines.len() <= 10, "{lines:?}");
 }
+
+/// `read` once it has stood still for a second (polled, within `TIMEOUT`).
+fn settled(what: &str, mut read: impl FnMut() -> u64) -> u64 {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let (mut last, mut still) = (read(), 0);
+    while still < 5 {
+        assert!(std::time::Instant::now() < deadline, "{what} never settled");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = read();
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
+/// A topic holding `n` events, published in one pipelined burst.
+fn filled_topic(server: &Server, topic: &str, n: u64) {
+    server.create_topic(topic);
+    let mut p = server.ws();
+    for i in 0..n {
+        p.publish(topic, json!({"i": i, "pad": "p".repeat(100)}));
+    }
+    for _ in 0..n {
+        assert_eq!(p.recv()["type"], "ack");
+    }
+}
+
+/// `count` subscribe messages replaying the whole of `topic`, as one client's frames.
+fn replay_requests(topic: &str, count: usize) -> Vec<u8> {
+    let sub = json!({"type":"subscribe","topic":topic,"client_id":"amp","since_seq":0}).to_string();
+    (0..count)
+        .flat_map(|_| client_frame(true, 1, sub.as_bytes()))
+        .collect()
+}
+
+#[test]
+fn a_burst_of_replays_from_a_client_that_does_not_read_holds_one_replay() {
+    let server = Server::start_with(&[
+        ("TOPIC_HISTORY_SIZE", "10000"),
+        ("TOPIC_HISTORY_BYTES", "16777216"),
+    ]);
+    filled_topic(&server, "big", 10_000);
+    let before = server.rss_kib();
+    // About 100 KB of requests for 1,000 replays of 10,000 events: 1.6 GB of output asked for.
+    let mut attacker = raw_ws(&server);
+    attacker.write_all(&replay_requests("big", 1000)).unwrap();
+    let replayed = settled("the replayed count", || {
+        server.get("/stats")["messages"]["replayed"]
+            .as_u64()
+            .unwrap()
+    });
+    // Its next request waits while a replay's output waits: the socket's buffers take a few.
+    assert!((10_000..=100_000).contains(&replayed), "{replayed}");
+    let grown = server.rss_kib().saturating_sub(before);
+    // A queued replay costs the queue's entries (its frames are shared with the history):
+    // 10,000 × 48 bytes, in a queue that grows by doubling. Well under 8 MiB however it is read.
+    assert!(grown < 8 * 1024, "the server grew by {grown} KiB");
+    // Everyone else is served meanwhile.
+    let mut other = server.ws();
+    assert_eq!(other.request(json!({"type":"ping"}))["type"], "pong");
+    drop(attacker);
+}
+
+#[test]
+fn every_replay_asked_for_in_a_burst_is_served_in_full_and_in_order() {
+    let server = Server::start();
+    filled_topic(&server, "small", 100);
+    let mut reader = raw_ws(&server);
+    reader.write_all(&replay_requests("small", 300)).unwrap();
+    for round in 0..300 {
+        let ack = next_text(&mut reader);
+        assert_eq!(ack["type"], "ack", "round {round}: {ack}");
+        assert_eq!(ack["replayed"], 100, "round {round}: {ack}");
+        for seq in 1..=100 {
+            let event = next_text(&mut reader);
+            assert_eq!(event["seq"], seq, "round {round}: {event}");
+        }
+    }
+}
+
+#[test]
+fn a_ping_flood_from_clients_that_do_not_read_holds_its_bound() {
+    let server = Server::start();
+    let before = server.rss_kib();
+    let pings: std::sync::Arc<Vec<u8>> = std::sync::Arc::new(
+        (0..3_000_000)
+            .flat_map(|_| client_frame(true, 9, b""))
+            .collect(),
+    );
+    // Four clients each send pings until their sockets refuse more (the server stopped reading
+    // them): 18 MB each, 3,000,000 pongs each asked for, more than the kernel's buffers hold.
+    let flooders: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = raw_ws_with_a_tiny_window(&server);
+            let pings = pings.clone();
+            std::thread::spawn(move || {
+                s.set_write_timeout(Some(std::time::Duration::from_secs(2)))
+                    .unwrap();
+                let _ = s.write_all(&pings);
+                s
+            })
+        })
+        .collect();
+    let flooders: Vec<_> = flooders.into_iter().map(|f| f.join().unwrap()).collect();
+    // Each look at /stats writes one frame of its own: those are taken off.
+    let mut looks = 0;
+    let pongs = settled("the frames written", || {
+        looks += 1;
+        server.get("/stats")["loop"]["frames_written"]
+            .as_u64()
+            .unwrap()
+            - looks
+    });
+    let grown = server.rss_kib().saturating_sub(before);
+    // Each connection's input stops while 256 KiB of output (by what it costs) waits, and at
+    // most one 64 KiB read waits behind it: 4 × 320 KiB, with room for the allocator.
+    assert!(
+        grown < 8 * 1024,
+        "the server grew by {grown} KiB ({pongs} frames written)"
+    );
+    let mut other = server.ws();
+    assert_eq!(other.request(json!({"type":"ping"}))["type"], "pong");
+    drop(flooders);
+}

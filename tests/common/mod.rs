@@ -359,6 +359,19 @@ pub fn raw_ws(server: &Server) -> TcpStream {
     s
 }
 
+/// An upgraded raw connection with a tiny receive window, so what it does not read backs up
+/// into the server's queue quickly.
+pub fn raw_ws_with_a_tiny_window(server: &Server) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut s: std::net::TcpStream = socket.into();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(UPGRADE.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut s).status, 101);
+    s
+}
+
 /// Reads frames from a raw socket until a close frame; returns its status code.
 pub fn read_close_code(s: &mut TcpStream) -> Option<u16> {
     let data = read_to_close(s);
