@@ -1,6 +1,8 @@
 // Opens the web console in headless Chromium (Debian's /usr/bin/chromium, driven by
 // playwright-core), creates a topic, subscribes with last_n, publishes, and checks that the event
-// shows up on the page. Run by tests/browser/run.sh, which starts the server.
+// shows up on the page; that a refused subscription is never shown as one; that the page's
+// content security policy lets its own script run and nothing else; and that the topics card
+// holds its buttons at every width. Run by tests/browser/run.sh, which starts the server.
 import { chromium } from "playwright-core";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,13 +23,29 @@ const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir()
 });
 let failed = false;
 try {
-  for (const viewport of [{ width: 1280, height: 900, name: "desktop" }, { width: 390, height: 844, name: "phone" }]) {
+  const viewports = [
+    { width: 1280, height: 900, name: "desktop" },
+    { width: 1024, height: 768, name: "laptop" },
+    { width: 390, height: 844, name: "phone" },
+  ];
+  for (const viewport of viewports) {
     const page = await browser.newPage();
     await page.setViewportSize({ width: viewport.width, height: viewport.height });
     const consoleErrors = [];
     page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
     page.on("pageerror", (e) => consoleErrors.push(String(e)));
-    await page.goto(base + "/");
+    const response = await page.goto(base + "/");
+    const csp = response.headers()["content-security-policy"] || "";
+    if (/unsafe|ws:/.test(csp) || !/connect-src 'self'/.test(csp)) throw new Error(`${viewport.name}: a loose policy: ${csp}`);
+    // Under that policy, a script the page did not come with does not run.
+    const injected = await page.evaluate(() => new Promise((done) => {
+      document.addEventListener("securitypolicyviolation", () => done("refused"), { once: true });
+      const s = document.createElement("script");
+      s.textContent = "window.injectedRan = true";
+      document.body.append(s);
+      setTimeout(() => done(window.injectedRan ? "ran" : "silent"), 2000);
+    }));
+    if (injected !== "refused") throw new Error(`${viewport.name}: an injected inline script: ${injected}`);
     if (key) {
       await page.fill("#api-key", key);
       await page.dispatchEvent("#api-key", "change");
@@ -37,7 +55,8 @@ try {
     await page.waitForTimeout(2500);
     consoleErrors.length = 0;
 
-    const topic = `browser-${viewport.name}`;
+    // A long name (the longest cell the topics table gets) at each width.
+    const topic = `browser-${viewport.name}-${"x".repeat(40)}`;
     await page.fill("#topic-name", topic);
     await page.click("#create-topic");
     await page.waitForSelector(`#topics button[data-topic="${topic}"]`, { timeout: 10000 });
@@ -48,10 +67,19 @@ try {
     await page.click("#publish");
     await page.waitForSelector("#log li.ack", { timeout: 10000 });
 
+    // A subscription the server refuses is reported and never listed.
+    await page.fill("#sub-topic", "no-such-topic");
+    await page.click("#subscribe");
+    await page.waitForFunction(() => /TOPIC_NOT_FOUND/.test(document.querySelector("#sub-notice").textContent), null, { timeout: 10000 });
+    if (await page.evaluate(() => document.querySelector("#subscriptions").textContent.includes("no-such-topic"))) {
+      throw new Error(`${viewport.name}: a refused subscription is listed`);
+    }
+
     await page.fill("#sub-topic", topic);
     await page.fill("#sub-last-n", "5");
     await page.click("#subscribe");
     await page.waitForFunction(() => [...document.querySelectorAll("#log li.event")].some((li) => li.textContent.includes('"early":true')), null, { timeout: 10000 });
+    await page.waitForFunction((t) => document.querySelector("#subscriptions").textContent.includes(t), topic, { timeout: 10000 });
 
     const marker = `hello from ${viewport.name} ${Date.now()}`;
     await page.fill("#pub-payload", JSON.stringify({ text: marker, n: 42 }));
@@ -65,13 +93,34 @@ try {
     // The page fits a phone: nothing wider than the viewport.
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     if (overflow > 1) throw new Error(`${viewport.name}: the page is ${overflow}px wider than the screen`);
+    // Everything in each card (the topics table's buttons, the notices naming the long topic)
+    // lies inside the card's border.
+    const outside = await page.evaluate(() => {
+      const out = [];
+      for (const card of document.querySelectorAll("main > section")) {
+        const box = card.getBoundingClientRect();
+        for (const el of card.querySelectorAll("*")) {
+          if (el.closest("#log")) continue; // scrolls within itself
+          const range = document.createRange();
+          range.selectNodeContents(el);
+          for (const r of [el.getBoundingClientRect(), range.getBoundingClientRect()]) {
+            if (r.width > 0 && (r.right > box.right - 1 || r.left < box.left + 1)) {
+              out.push(`${card.querySelector("h2").textContent}: ${el.tagName}#${el.id} ${r.left}..${r.right} in ${box.left}..${box.right}`);
+            }
+          }
+        }
+      }
+      return out;
+    });
+    if (outside.length) throw new Error(`${viewport.name}: outside its card: ${outside.slice(0, 5).join(", ")}`);
+
+    await page.screenshot({ path: join(shots, `console-${viewport.name}.png`), fullPage: true });
 
     // Deleting the topic from the page tells the subscription.
     page.once("dialog", (d) => d.accept());
     await page.click(`#topics button[data-topic="${topic}"]`);
     await page.waitForFunction((t) => [...document.querySelectorAll("#log li.info")].some((li) => li.textContent.includes("topic_deleted") && li.textContent.includes(t)), topic, { timeout: 10000 });
 
-    await page.screenshot({ path: join(shots, `console-${viewport.name}.png`), fullPage: true });
     if (consoleErrors.length) throw new Error(`${viewport.name}: console errors: ${consoleErrors.join(" | ")}`);
     console.log(`browser: ${viewport.name} ok`);
     await page.close();
