@@ -184,7 +184,10 @@ fn publishes(topic: &str, total: u64) -> Vec<u8> {
 
 #[test]
 fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
-    let server = Server::start_with(&[("MAX_QUEUE_BYTES", "65536")]);
+    let server = Server::start_with(&[
+        ("MAX_QUEUE_BYTES", "65536"),
+        ("HEARTBEAT_INTERVAL_SECS", "1"),
+    ]);
     server.create_topic("paced");
     let mut publisher = raw_ws_with_a_tiny_window(&server);
     // About 6 MB of acks: more than the kernel's buffers hold for a peer that does not read.
@@ -196,6 +199,12 @@ fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
     // (the rest waits in the kernel's buffers), and nobody is cut.
     let published = settled_count(&server, "paced");
     assert!(published < total, "{published} of {total}: never paused");
+    // Its pongs cannot be seen while it is not read, yet the heartbeat leaves it alone: a
+    // connection that stays silent from now on is cut (two intervals passed), the publisher not.
+    let _silent = raw_ws(&server);
+    wait_until("the silent connection cut", || {
+        server.get("/stats")["messages"]["heartbeat_timeouts"] == 1
+    });
     let stats = server.get("/stats");
     assert_eq!(stats["slow_consumer_disconnects"], 0, "{stats}");
     assert_eq!(stats["connections"]["websocket"], 1, "{stats}");
@@ -216,12 +225,15 @@ fn a_publisher_that_does_not_read_its_acks_is_paced_not_cut() {
             && pending.len() >= pos + 2 + (pending[pos + 1] & 0x7f) as usize
         {
             let len = (pending[pos + 1] & 0x7f) as usize;
-            let ack: Value = serde_json::from_slice(&pending[pos + 2..pos + 2 + len]).unwrap();
-            acks += 1;
-            assert_eq!(
-                (ack["type"].as_str(), ack["seq"].as_u64()),
-                (Some("ack"), Some(acks))
-            );
+            // Heartbeat pings come between the acks.
+            if pending[pos] & 0x0f == 1 {
+                let ack: Value = serde_json::from_slice(&pending[pos + 2..pos + 2 + len]).unwrap();
+                acks += 1;
+                assert_eq!(
+                    (ack["type"].as_str(), ack["seq"].as_u64()),
+                    (Some("ack"), Some(acks))
+                );
+            }
             pos += 2 + len;
         }
         pending.drain(..pos);

@@ -123,9 +123,6 @@ pub(super) struct Conn<S> {
     /// The earliest entry this connection has in the timer heap.
     pub scheduled: Option<Instant>,
     pub last_seen: Instant,
-    /// When the transport last took output: the sign of life of a connection whose input is
-    /// not being read (paused while its output drains).
-    pub last_progress: Instant,
     pub marks: Marks,
     pub share: Share,
 }
@@ -143,7 +140,6 @@ impl<S> Conn<S> {
             deadline: None,
             scheduled: None,
             last_seen: now,
-            last_progress: now,
             marks: Marks::default(),
             share: Share::default(),
         }

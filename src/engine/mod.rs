@@ -275,7 +275,10 @@ impl<S> Engine<S> {
                 self.queue_read(key, false);
             }
         }
-        if r.writable && self.conns[key].marks.write_interest {
+        // A hangup may be the transport giving up (an error): a flush of waiting output is
+        // what finds out, also while input is held.
+        let c = &self.conns[key];
+        if (r.writable && c.marks.write_interest) || (r.hangup && !c.out.is_empty()) {
             self.mark_dirty(key);
         }
     }

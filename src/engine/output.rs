@@ -48,9 +48,6 @@ impl<S> Engine<S> {
                 return done;
             }
         };
-        if report.bytes > 0 {
-            c.last_progress = now;
-        }
         let l = &mut self.stats.event_loop;
         l.write_calls += report.write_calls as u64;
         l.frames_written += report.frames as u64;

@@ -106,10 +106,11 @@ impl<S> Engine<S> {
                 c.input = Vec::new();
             }
             // A connection whose input waits for its output to drain is not read, so its
-            // answers to pings are not seen: the socket taking output is its sign of life.
+            // answers to pings cannot be seen: it is slowed, not cut. Its peer's TCP answers
+            // the zero-window probes for as long as it lives; when they go unanswered the
+            // kernel gives up on it (tcp_retries2) and the socket reports the error.
             let heard = now.saturating_duration_since(c.last_seen) < silent_limit;
-            let moving = now.saturating_duration_since(c.last_progress) < silent_limit;
-            if !(heard || moving && self.paused(key)) {
+            if !(heard || self.paused(key)) {
                 let c = &self.conns[key];
                 self.stats.messages.heartbeat_timeouts += 1;
                 crate::log!(Level::Info, "heartbeat_timeout", "conn" => c.id.as_u64());

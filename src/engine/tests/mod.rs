@@ -27,9 +27,14 @@ pub(super) struct Peer {
     sent: Vec<u8>,
     room: usize,
     write_shut: bool,
+    /// The transport gave up on the connection (TCP's user timeout): writes fail.
+    failed: bool,
 }
 
 fn send(peer: &mut Peer, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    if peer.failed {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
     let mut n = 0;
     for b in bufs {
         let take = b.len().min(peer.room - n);
@@ -76,6 +81,7 @@ impl Rig {
             sent: Vec::new(),
             room: usize::MAX,
             write_shut: false,
+            failed: false,
         };
         self.engine
             .open(peer, IpAddr::from([127, 0, 0, 1]), self.now)
