@@ -503,3 +503,47 @@ fn a_ping_flood_from_clients_that_do_not_read_holds_its_bound() {
     assert_eq!(other.request(json!({"type":"ping"}))["type"], "pong");
     drop(flooders);
 }
+
+#[test]
+fn a_websocket_message_dribbled_in_is_closed_at_its_timeout() {
+    let server = Server::start_with(&[("MESSAGE_TIMEOUT_SECS", "2")]);
+    let mut s = raw_ws(&server);
+    // A frame header announcing 60,000 bytes, then its bytes 0.4 s apart (6.7 hours for all):
+    // 25 of them, 10 s, are five times the timeout.
+    let frame = client_frame(true, 1, &[b'a'; 60_000]);
+    s.write_all(&frame[..8]).unwrap();
+    let (closed, got) = dribble(&mut s, &frame[8..33], std::time::Duration::from_millis(400));
+    assert!(closed.is_some(), "the message was taken at a crawl");
+    // The close frame says why: policy violation.
+    let close = got
+        .windows(2)
+        .position(|w| w[0] == 0x88)
+        .expect("a close frame");
+    assert_eq!(&got[close + 2..close + 4], &1008u16.to_be_bytes());
+    assert_eq!(server.get("/stats")["messages"]["message_timeouts"], 1);
+}
+
+#[test]
+fn retained_history_holds_its_byte_bound_in_the_servers_memory() {
+    let server = Server::start();
+    let before = server.rss_kib();
+    // Ten topics, each sent 40 events of 60 KB: 24 MB, of which each topic keeps 1 MiB.
+    let mut p = server.ws();
+    let pad = "h".repeat(60_000);
+    for t in 0..10 {
+        let topic = format!("full-{t}");
+        server.create_topic(&topic);
+        for i in 0..40 {
+            p.publish(&topic, json!({"i": i, "pad": pad}));
+            assert_eq!(p.recv()["type"], "ack");
+        }
+    }
+    let stats = server.get("/stats");
+    for t in 0..10 {
+        let kept = &stats["topics"][format!("full-{t}")];
+        assert!(kept["retained_bytes"].as_u64() <= Some(1 << 20), "{kept}");
+    }
+    let grown = server.rss_kib().saturating_sub(before);
+    // 10 MiB retained, plus the buffers of one connection and the allocator's slack.
+    assert!(grown < 16 * 1024, "the server grew by {grown} KiB");
+}
