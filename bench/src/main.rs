@@ -3,6 +3,7 @@
 
 mod ceiling;
 mod client;
+mod hostile;
 mod measure;
 mod noisy;
 mod report;
@@ -27,6 +28,11 @@ scenarios
   slow      one subscriber that never reads among normal ones: it must be cut, others lose nothing
   noisy     --attackers clients flooding the server (and reading all it answers) beside one probe
             doing ping round trips: the probe's latency quiet and under attack, in one run
+  hostile   --attackers clients of ten hostile kinds (slow heads and bodies, endless chunk
+            extensions, ping floods and replay bursts that never read, dribbled and half-sent
+            messages, 60 KB publishers, error floods, publishers deaf to their acks) against a
+            server at its defaults beside one probe: peak server RSS against the README's bound,
+            the probe's latency (try --attackers 100 --duration 20)
   send-cost what one small write to a loopback socket costs by system call (writev, sendmsg,
             send), over --subscribers sockets (default 100) of --payload bytes; no server
   report    all the scenarios above, one process each, into one HTML page with plots and the JSON
@@ -44,7 +50,7 @@ options
   --rate N            latency: publishes per second (default 2000)
   --busy-poll         latency: the tool polls without sleeping while it measures, so its own
                       wake-up is not in the figures (it then takes a whole core)
-  --attackers N       noisy: flooding clients (default 4)
+  --attackers N       noisy: flooding clients (default 4); hostile: hostile clients
   --attack KIND       noisy: pings (empty ping frames), texts (empty text messages), replays
                       (subscribes asking for the whole ring) or mix (default: the three in turn)
   --conns N           conns: connections (default 1000)
@@ -318,6 +324,7 @@ fn main() {
         }
         "slow" => scenario::slow(&opts),
         "noisy" => noisy::noisy(&opts),
+        "hostile" => hostile::hostile(&opts),
         "send-cost" => sendcost::send_cost(&opts),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

@@ -23,9 +23,9 @@ use crate::measure::{self, Latency};
 use crate::scenario::Report;
 use crate::{Opts, Target};
 
-const TOPIC: &str = "noisy";
-const RING: usize = 100;
-const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+pub const TOPIC: &str = "noisy";
+pub const RING: usize = 100;
+pub const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 #[derive(Clone, Copy, Debug)]
 enum Attack {
@@ -75,7 +75,7 @@ fn attacks(kind: &str, n: usize) -> Result<Vec<Attack>, String> {
 }
 
 /// A blocking WebSocket connection past its handshake.
-fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -127,7 +127,7 @@ fn read_text(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
 }
 
 /// Ping round trips for `duration`.
-fn probe(s: &mut TcpStream, duration: Duration) -> io::Result<Latency> {
+pub fn probe(s: &mut TcpStream, duration: Duration) -> io::Result<Latency> {
     let mut latency = Latency::new();
     let mut buf = Vec::new();
     let end = Instant::now() + duration;
@@ -223,20 +223,8 @@ fn attack(
     Ok(())
 }
 
-fn ms(ns: u64) -> serde_json::Value {
-    json!(ns as f64 / 1e6)
-}
-
-pub fn noisy(opts: &Opts) -> Report {
-    let n = opts.attackers;
-    let kinds = match attacks(&opts.attack, n) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("pubsub-bench noisy: {e}");
-            std::process::exit(2);
-        }
-    };
-    let target = Target::pubsub(opts, &[]);
+/// The topic the replay attacks ask for, with its ring full (100 events of about 200 bytes).
+pub fn fill_ring(target: &Target) {
     target.create_topic(TOPIC);
     // A full ring for the replay attack to ask for.
     let mut filler = connect(target.addr).expect("connect");
@@ -252,6 +240,23 @@ pub fn noisy(opts: &Opts) -> Report {
         read_text(&mut filler, &mut buf).expect("ack");
     }
     drop(filler);
+}
+
+fn ms(ns: u64) -> serde_json::Value {
+    json!(ns as f64 / 1e6)
+}
+
+pub fn noisy(opts: &Opts) -> Report {
+    let n = opts.attackers;
+    let kinds = match attacks(&opts.attack, n) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("pubsub-bench noisy: {e}");
+            std::process::exit(2);
+        }
+    };
+    let target = Target::pubsub(opts, &[]);
+    fill_ring(&target);
     let mut probe_conn = connect(target.addr).expect("connect the probe");
     let quiet = probe(&mut probe_conn, opts.duration).expect("the probe, unloaded");
 
