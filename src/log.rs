@@ -44,22 +44,44 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
-/// For an event that may happen thousands of times a second: at most one line a second, and
-/// that line says how many were left out before it.
-#[derive(Debug, Default)]
+/// For events that may happen thousands of times a second: at most `per_second` lines in any
+/// second, and the first line after some were left out says how many.
+#[derive(Debug)]
 pub struct Throttle {
-    last: Option<std::time::Instant>,
+    per_second: u32,
+    window: Option<std::time::Instant>,
+    used: u32,
     suppressed: u64,
 }
 
+impl Default for Throttle {
+    fn default() -> Throttle {
+        Throttle::per_second(1)
+    }
+}
+
 impl Throttle {
+    pub fn per_second(per_second: u32) -> Throttle {
+        Throttle {
+            per_second,
+            window: None,
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
     /// `Some(left out since the last line)` when a line may be written now.
     pub fn allow(&mut self, now: std::time::Instant) -> Option<u64> {
-        let due = self
-            .last
-            .is_none_or(|l| now.saturating_duration_since(l) >= std::time::Duration::from_secs(1));
-        if due {
-            self.last = Some(now);
+        let second = std::time::Duration::from_secs(1);
+        if self
+            .window
+            .is_none_or(|w| now.saturating_duration_since(w) >= second)
+        {
+            self.window = Some(now);
+            self.used = 0;
+        }
+        if self.used < self.per_second {
+            self.used += 1;
             Some(std::mem::take(&mut self.suppressed))
         } else {
             self.suppressed += 1;
@@ -131,6 +153,10 @@ mod tests {
             assert_eq!(t.allow(t0 + std::time::Duration::from_millis(500)), None);
         }
         assert_eq!(t.allow(t0 + std::time::Duration::from_secs(1)), Some(5));
+        let mut t = Throttle::per_second(3);
+        let allowed = (0..10).filter(|_| t.allow(t0).is_some()).count();
+        assert_eq!(allowed, 3);
+        assert_eq!(t.allow(t0 + std::time::Duration::from_secs(1)), Some(7));
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub const INPUT_BUDGET: u32 = 256;
 /// is not read): a client that does not read its answers is slowed down, not served ahead.
 /// The WebSocket protocol pauses at `MAX_QUEUE_BYTES` if that is lower.
 pub const PAUSE_BYTES: usize = 256 * 1024;
+/// Log lines a second for connections closed for their clients' doing.
+pub const CLOSE_LINES_PER_SECOND: u32 = 20;
 /// Bytes offered to one connection per tick (more while it is over its event bound).
 pub const WRITE_BUDGET: usize = 1024 * 1024;
 /// Reads of one connection per tick (each fills at most the loop's 64 KiB buffer), while its
@@ -127,6 +129,9 @@ pub struct Engine<S> {
     tick_no: u32,
     /// Refusals can come by the thousand a second: their log lines are throttled.
     refusal_log: Throttle,
+    /// So can connections closed for what their clients did (timeouts, violations, slow
+    /// consumers): a line each up to `CLOSE_LINES_PER_SECOND`, then a count.
+    close_log: Throttle,
     started: Instant,
     next_heartbeat: Instant,
     shutting_down: bool,
@@ -157,6 +162,7 @@ impl<S> Engine<S> {
             epochs: Epochs::default(),
             tick_no: 0,
             refusal_log: Throttle::default(),
+            close_log: Throttle::per_second(CLOSE_LINES_PER_SECOND),
             started: now,
             shutting_down: false,
         }

@@ -72,7 +72,9 @@ impl<S> Engine<S> {
             Lifecycle::Http(_) => "idle_timeout",
             Lifecycle::Open(ws) if ws.message_clock => {
                 let id = c.id.as_u64();
-                crate::log!(Level::Info, "message_timeout", "conn" => id);
+                if let Some(suppressed) = self.close_log.allow(now) {
+                    crate::log!(Level::Info, "message_timeout", "conn" => id, "suppressed" => suppressed);
+                }
                 self.stats.messages.message_timeouts += 1;
                 let code = crate::ws::CloseCode::PolicyViolation;
                 self.start_close(key, code, "message not completed in time", now);
@@ -83,7 +85,9 @@ impl<S> Engine<S> {
             Lifecycle::Closed => return,
         };
         if reason == "header_timeout" || reason == "body_timeout" {
-            crate::log!(Level::Info, reason, "conn" => c.id.as_u64(), "peer" => c.peer.to_string());
+            if let Some(suppressed) = self.close_log.allow(now) {
+                crate::log!(Level::Info, reason, "conn" => c.id.as_u64(), "peer" => c.peer.to_string(), "suppressed" => suppressed);
+            }
             self.stats.connections.request_timeouts += 1;
         }
         self.close(key, reason);
@@ -113,7 +117,9 @@ impl<S> Engine<S> {
             if !(heard || self.paused(key)) {
                 let c = &self.conns[key];
                 self.stats.messages.heartbeat_timeouts += 1;
-                crate::log!(Level::Info, "heartbeat_timeout", "conn" => c.id.as_u64());
+                if let Some(suppressed) = self.close_log.allow(now) {
+                    crate::log!(Level::Info, "heartbeat_timeout", "conn" => c.id.as_u64(), "suppressed" => suppressed);
+                }
                 self.close(key, "heartbeat_timeout");
             } else {
                 // Not an answer: never held behind deferred ones.

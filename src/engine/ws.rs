@@ -60,7 +60,9 @@ impl<S> Engine<S> {
     fn fail(&mut self, key: usize, e: WsError, now: Instant) {
         let c = &self.conns[key];
         let code = close_code(&e).as_u16();
-        crate::log!(Level::Info, "websocket_protocol_error", "conn" => c.id.as_u64(), "error" => e.to_string(), "code" => code);
+        if let Some(suppressed) = self.close_log.allow(now) {
+            crate::log!(Level::Info, "websocket_protocol_error", "conn" => c.id.as_u64(), "error" => e.to_string(), "code" => code, "suppressed" => suppressed);
+        }
         if matches!(c.state, Lifecycle::Open(_)) {
             self.queue_close(key, code, &e.to_string());
         }
@@ -262,7 +264,9 @@ impl<S> Engine<S> {
         c.out.push(Chunk::Owned(notice), Bound::Exempt);
         self.stats.messages.slow_consumer_disconnects += 1;
         let id = c.id;
-        crate::log!(Level::Warn, "slow_consumer", "conn" => id.as_u64(), "error" => failure.to_string());
+        if let Some(suppressed) = self.close_log.allow(now) {
+            crate::log!(Level::Warn, "slow_consumer", "conn" => id.as_u64(), "error" => failure.to_string(), "suppressed" => suppressed);
+        }
         self.broker.disconnect(id);
         // Not marked dirty: the socket just refused, so write interest brings it back.
         self.begin_closing(key, CloseCode::PolicyViolation, "slow consumer", now);
