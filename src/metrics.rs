@@ -152,6 +152,12 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         m.replayed,
     );
     out.one(
+        "pubsub_duplicate_publishes_total",
+        "counter",
+        "Publishes not published again: their message id was already retained.",
+        m.duplicates,
+    );
+    out.one(
         "pubsub_slow_consumer_disconnects_total",
         "counter",
         "Connections cut for overflowing their queue.",

@@ -100,6 +100,8 @@ pub struct MessageStats {
     pub published: u64,
     pub delivered: u64,
     pub replayed: u64,
+    /// Publishes not published again: the topic retained an event with their message id.
+    pub duplicates: u64,
     /// Shown once, at the top of `/stats`.
     #[serde(skip)]
     pub slow_consumer_disconnects: u64,

@@ -444,3 +444,44 @@ fn abrupt_disconnects_leave_counts_at_zero() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_publish_retried_with_its_message_id_is_not_delivered_twice() {
+    let server = Server::start();
+    server.create_topic("once");
+    let mut sub = server.ws();
+    sub.subscribe("once");
+    let mut p = server.ws();
+    let id = uuid_v4();
+    let publish =
+        |id: &str, n: u64| json!({"type":"publish","topic":"once","message":{"id":id,"payload":n}});
+    let first = p.request(publish(&id, 1));
+    assert_eq!(
+        (first["seq"].as_u64(), first.get("duplicate")),
+        (Some(1), None),
+        "{first}"
+    );
+    // The same UUID again, and once more spelled in capitals: the original's seq, flagged.
+    for again in [id.clone(), id.to_uppercase()] {
+        let ack = p.request(publish(&again, 2));
+        assert_eq!(
+            (ack["seq"].as_u64(), ack["duplicate"].as_bool()),
+            (Some(1), Some(true)),
+            "{ack}"
+        );
+    }
+    let next = p.request(publish(&uuid_v4(), 3));
+    assert_eq!(next["seq"], 2, "{next}");
+    // The subscriber got the first and the third, nothing in between.
+    let events: Vec<_> = (0..2).map(|_| sub.recv()).collect();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e["seq"].as_u64(), e["message"]["payload"].as_u64()))
+            .collect::<Vec<_>>(),
+        [(Some(1), Some(1)), (Some(2), Some(3))]
+    );
+    let stats = server.get("/stats");
+    assert_eq!(stats["messages"]["duplicates"], 2, "{stats}");
+    assert_eq!(stats["topics"]["once"]["messages"], 2, "{stats}");
+}

@@ -153,7 +153,8 @@ impl Kind {
             }
             Kind::BigPublisher => {
                 let topic = format!("hostile-big-{}", (n / KINDS.len()) % BIG_TOPICS);
-                s.flood = publishes(&topic, 60_000, 4);
+                // Ids of their own for 2 MB of events: each topic's history fills to its bound.
+                s.flood = publishes(&topic, 60_000, 32);
                 s.reads = true;
             }
             Kind::ErrorFlood => {
@@ -161,6 +162,7 @@ impl Kind {
                 s.reads = true;
             }
             Kind::DeafPublisher => {
+                // Repeated ids after the first 500: retries, acknowledged as duplicates.
                 s.flood = publishes("hostile-deaf", 100, 500);
             }
         }

@@ -74,6 +74,13 @@ pub struct Published<'a> {
     pub subscribers: &'a [ConnId],
 }
 
+/// What a publish did: a new event, or nothing because the topic holds one with its id.
+#[derive(Debug)]
+pub enum Publish<'a> {
+    New(Published<'a>),
+    Duplicate { seq: u64 },
+}
+
 #[derive(Debug)]
 pub struct Broker {
     limits: BrokerLimits,
@@ -241,21 +248,26 @@ impl Broker {
         }
     }
 
-    /// Records an event whose frame `encode` builds from its seq, and returns who receives it.
+    /// Records an event whose frame `encode` builds from its seq, and returns who receives it;
+    /// unless the topic still retains an event with message id `id`, whose seq is returned.
     pub fn publish(
         &mut self,
         name: &str,
+        id: u128,
         encode: impl FnOnce(u64) -> Rc<[u8]>,
-    ) -> Result<Published<'_>, BrokerError> {
+    ) -> Result<Publish<'_>, BrokerError> {
         let key = self.key(name)?;
         let topic = &mut self.topics[key];
+        if let Some(seq) = topic.seq_of(id) {
+            return Ok(Publish::Duplicate { seq });
+        }
         let frame = encode(topic.next_seq());
-        let seq = topic.record(frame.clone());
-        Ok(Published {
+        let seq = topic.record(id, frame.clone());
+        Ok(Publish::New(Published {
             seq,
             frame,
             subscribers: topic.subscribers(),
-        })
+        }))
     }
 
     /// Checks that both indexes agree and the counts are right (tests and fuzzing).
@@ -264,6 +276,9 @@ impl Broker {
         for (key, topic) in &self.topics {
             if self.by_name.get(&topic.name) != Some(&key) {
                 return Err(format!("topic {} missing from the name index", topic.name));
+            }
+            if !topic.ids_match_history() {
+                return Err(format!("topic {}: message ids out of step", topic.name));
             }
             if topic.history_len() > self.limits.history_size
                 || topic.history_bytes() > self.limits.history_bytes
@@ -332,11 +347,34 @@ mod tests {
     }
 
     fn publish(b: &mut Broker, topic: &str) -> (u64, Vec<ConnId>) {
-        let p = b
-            .publish(topic, |seq| Rc::from(seq.to_string().into_bytes()))
-            .unwrap();
+        let id = b.topic(topic).map_or(0, |t| t.next_seq() as u128);
+        let Publish::New(p) = b
+            .publish(topic, id, |seq| Rc::from(seq.to_string().into_bytes()))
+            .unwrap()
+        else {
+            panic!("a new id taken for a duplicate");
+        };
         assert_eq!(&*p.frame, p.seq.to_string().as_bytes());
         (p.seq, p.subscribers.to_vec())
+    }
+
+    #[test]
+    fn a_publish_with_a_retained_id_is_not_published_again() {
+        let mut b = broker();
+        create(&mut b, "a").unwrap();
+        let encode = |seq: u64| Rc::from(seq.to_string().into_bytes());
+        assert!(matches!(b.publish("a", 42, encode), Ok(Publish::New(p)) if p.seq == 1));
+        assert!(matches!(b.publish("a", 43, encode), Ok(Publish::New(p)) if p.seq == 2));
+        assert!(matches!(
+            b.publish("a", 42, encode),
+            Ok(Publish::Duplicate { seq: 1 })
+        ));
+        assert_eq!(b.topic("a").unwrap().last_seq(), 2, "nothing recorded");
+        // History holds four: once 42 is evicted, the id is new again.
+        for id in 44..48 {
+            b.publish("a", id, encode).unwrap();
+        }
+        assert!(matches!(b.publish("a", 42, encode), Ok(Publish::New(p)) if p.seq == 7));
     }
 
     #[test]

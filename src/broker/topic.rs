@@ -5,10 +5,12 @@ use std::rc::Rc;
 
 use super::ConnId;
 
-/// An event as it went out: its sequence number and the complete frame every subscriber gets.
+/// An event as it went out: its sequence number, its message id (a UUID) and the complete
+/// frame every subscriber gets.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub seq: u64,
+    pub id: u128,
     pub frame: Rc<[u8]>,
 }
 
@@ -19,6 +21,9 @@ pub struct Topic {
     /// `since_seq` remembered from the old one is not taken for the new one's.
     pub epoch: Rc<str>,
     history: VecDeque<StoredEvent>,
+    /// The seq of each retained event by its message id, so a publish retried with the same
+    /// id is recognised instead of published twice.
+    ids: HashMap<u128, u64>,
     history_size: usize,
     /// The retained frames' bytes, and their bound.
     history_bytes: usize,
@@ -41,6 +46,7 @@ impl Topic {
             name,
             epoch,
             history: VecDeque::new(),
+            ids: HashMap::new(),
             history_size,
             history_bytes: 0,
             max_history_bytes,
@@ -99,23 +105,44 @@ impl Topic {
         self.history.front().map_or(self.last_seq + 1, |e| e.seq)
     }
 
+    /// The seq of the retained event published with this message id, if there is one.
+    pub fn seq_of(&self, id: u128) -> Option<u64> {
+        self.ids.get(&id).copied()
+    }
+
     /// Records a published event, evicting the oldest past the history's size or bytes (an
     /// event bigger than the byte bound is not retained at all).
-    pub fn record(&mut self, frame: Rc<[u8]>) -> u64 {
+    pub fn record(&mut self, id: u128, frame: Rc<[u8]>) -> u64 {
         self.last_seq += 1;
         self.history_bytes += frame.len();
+        self.ids.insert(id, self.last_seq);
         self.history.push_back(StoredEvent {
             seq: self.last_seq,
+            id,
             frame,
         });
         while self.history.len() > self.history_size || self.history_bytes > self.max_history_bytes
         {
             match self.history.pop_front() {
-                Some(old) => self.history_bytes -= old.frame.len(),
+                Some(old) => {
+                    self.history_bytes -= old.frame.len();
+                    if self.ids.get(&old.id) == Some(&old.seq) {
+                        self.ids.remove(&old.id);
+                    }
+                }
                 None => break,
             }
         }
         self.last_seq
+    }
+
+    /// Message ids indexed: exactly the retained events' (tests and fuzzing).
+    pub fn ids_match_history(&self) -> bool {
+        self.ids.len() == self.history.len()
+            && self
+                .history
+                .iter()
+                .all(|e| self.ids.get(&e.id) == Some(&e.seq))
     }
 
     /// Bytes of the retained frames.
@@ -158,7 +185,7 @@ mod tests {
         let mut t = Topic::new("t".into(), "e".into(), 3, usize::MAX);
         assert_eq!(t.first_retained_seq(), 1);
         for i in 1..=5 {
-            assert_eq!(t.record(frame(i)), i);
+            assert_eq!(t.record(i as u128, frame(i)), i);
         }
         let seqs =
             |it: &mut dyn Iterator<Item = &StoredEvent>| it.map(|e| e.seq).collect::<Vec<_>>();
@@ -173,10 +200,28 @@ mod tests {
     }
 
     #[test]
+    fn a_message_id_is_known_while_its_event_is_retained() {
+        let mut t = Topic::new("t".into(), "e".into(), 2, usize::MAX);
+        t.record(7, frame(1));
+        assert_eq!(t.seq_of(7), Some(1));
+        t.record(8, frame(2));
+        t.record(9, frame(3));
+        assert_eq!(
+            (t.seq_of(7), t.seq_of(8), t.seq_of(9)),
+            (None, Some(2), Some(3))
+        );
+        assert!(t.ids_match_history());
+        // Past its eviction the same id makes a new event.
+        assert_eq!(t.record(7, frame(4)), 4);
+        assert_eq!((t.seq_of(7), t.seq_of(8)), (Some(4), None));
+        assert!(t.ids_match_history());
+    }
+
+    #[test]
     fn the_ring_is_bounded_by_bytes_too() {
         let mut t = Topic::new("t".into(), "e".into(), 100, 10);
         for i in 1..=4u64 {
-            t.record(Rc::from(vec![0u8; 4]));
+            t.record(i as u128, Rc::from(vec![0u8; 4]));
             assert_eq!(t.last_seq(), i);
         }
         // 10 bytes hold two 4-byte frames.
@@ -184,7 +229,7 @@ mod tests {
             (t.history_len(), t.history_bytes(), t.first_retained_seq()),
             (2, 8, 3)
         );
-        t.record(Rc::from(vec![0u8; 11]));
+        t.record(99, Rc::from(vec![0u8; 11]));
         assert_eq!(
             (t.history_len(), t.history_bytes()),
             (0, 0),
@@ -210,7 +255,8 @@ mod tests {
         for (i, c) in t.subscribers().iter().enumerate() {
             assert_eq!(t.positions[c], i);
         }
-        assert_eq!(t.record(frame(1)), 1);
+        assert_eq!(t.record(1, frame(1)), 1);
         assert_eq!(t.history_len(), 0);
+        assert_eq!(t.seq_of(1), None, "nothing retained, nothing remembered");
     }
 }

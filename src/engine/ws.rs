@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::conn::Lifecycle;
 use super::{Engine, Stop};
-use crate::broker::BrokerError;
+use crate::broker::{BrokerError, Publish};
 use crate::error::{close_code, Failure};
 use crate::ids::{Replay, TopicName};
 use crate::log::Level;
@@ -168,11 +168,13 @@ impl<S> Engine<S> {
             ClientMessage::Publish {
                 topic,
                 id: message_id,
+                uuid,
                 payload,
-            } => match self.publish(&topic, &message_id, payload) {
-                Ok(seq) => {
+            } => match self.publish(&topic, &message_id, uuid, payload) {
+                Ok((seq, duplicate)) => {
                     let mut ack = Ack::new(rid, &topic, &ts);
                     ack.seq = Some(seq);
+                    ack.duplicate = duplicate.then_some(true);
                     protocol::text_frame(&ack)
                 }
                 Err(e) => topic_error(rid, &topic, e, &ts),
@@ -198,7 +200,8 @@ impl<S> Engine<S> {
     }
 
     /// Records the event and queues its one shared frame for every subscriber; returns its
-    /// seq. No bound is checked here: whether a subscriber keeps up is decided when its socket
+    /// seq, or the seq of the retained event with the same message id and `true` (a retry:
+    /// nothing is published). No bound is checked here: whether a subscriber keeps up is decided when its socket
     /// is offered what it was queued. (A publish costs one unit of its connection's budget
     /// however many subscribers it reaches: most of a fan-out's cost is the writes, one per
     /// subscriber per tick, which carry more events each the more publishes a tick handles.)
@@ -206,19 +209,26 @@ impl<S> Engine<S> {
         &mut self,
         topic: &TopicName<'_>,
         id: &str,
+        uuid: u128,
         payload: &RawValue,
-    ) -> Result<u64, BrokerError> {
+    ) -> Result<(u64, bool), BrokerError> {
         // Serialised into a buffer the engine keeps, then copied once into the shared frame.
         let mut buf = std::mem::take(&mut self.event_buf);
         let ts = self.ts;
-        let published = self.broker.publish(topic, |seq| {
+        let published = self.broker.publish(topic, uuid, |seq| {
             let start = protocol::event_frame_into(&mut buf, topic, id, payload, seq, &ts);
             Rc::from(&buf[start..])
         });
         if buf.capacity() <= EVENT_BUF_KEEP {
             self.event_buf = buf;
         }
-        let published = published?;
+        let published = match published? {
+            Publish::New(p) => p,
+            Publish::Duplicate { seq } => {
+                self.stats.messages.duplicates += 1;
+                return Ok((seq, true));
+            }
+        };
         let (seq, frame) = (published.seq, published.frame);
         let mut targets = std::mem::take(&mut self.fanout);
         targets.clear();
@@ -244,7 +254,7 @@ impl<S> Engine<S> {
         }
         self.stats.messages.delivered += delivered as u64;
         self.fanout = targets;
-        Ok(seq)
+        Ok((seq, false))
     }
 
     /// The socket refused and the live events left are over `SUBSCRIBER_QUEUE_SIZE` frames or

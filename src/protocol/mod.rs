@@ -34,7 +34,10 @@ pub enum ClientMessage<'a> {
     },
     Publish {
         topic: TopicName<'a>,
+        /// As the client wrote it (echoed in the event), and the UUID it names (the key a
+        /// retried publish is recognised by, whatever its spelling).
         id: Cow<'a, str>,
+        uuid: u128,
         payload: &'a RawValue,
     },
     Ping,
@@ -171,11 +174,16 @@ pub fn parse(text: &[u8]) -> Result<Incoming<'_>, MessageError> {
                 )));
             }
             let id = required_str(m.values[0], "message.id")?;
-            if uuid::Uuid::try_parse(&id).is_err() {
-                return Err(MessageError::InvalidUuid);
-            }
+            let uuid = uuid::Uuid::try_parse(&id)
+                .map_err(|_| MessageError::InvalidUuid)?
+                .as_u128();
             let payload = m.values[1].ok_or(MessageError::MissingField("message.payload"))?;
-            ClientMessage::Publish { topic, id, payload }
+            ClientMessage::Publish {
+                topic,
+                id,
+                uuid,
+                payload,
+            }
         }
         "ping" => ClientMessage::Ping,
         other => return Err(MessageError::UnknownType(quote(other))),

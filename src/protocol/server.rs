@@ -59,6 +59,8 @@ pub struct Ack<'a> {
     pub already_subscribed: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
     pub ts: &'a str,
 }
 
@@ -75,6 +77,7 @@ impl<'a> Ack<'a> {
             first_seq: None,
             already_subscribed: None,
             epoch: None,
+            duplicate: None,
             ts,
         }
     }

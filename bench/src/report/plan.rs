@@ -88,7 +88,7 @@ pub fn steps(quick: bool, counting: Option<&str>) -> Vec<Step> {
         plan.push(single(&format!("topics --duration {d}"), d));
         plan.push(single(&format!("slow --duration {d}"), d));
         plan.push(step("noisy --duration 5", 14.0));
-        plan.push(step("hostile --attackers 100 --duration 20", 25.0));
+        plan.push(step("hostile --attackers 100 --duration 35", 40.0));
         plan.push(step("send-cost --duration 5", 6.0));
         for n in [1000, 10000, 15000] {
             plan.push(step(&format!("conns --conns {n}"), 3.0 + n as f64 / 4000.0));
@@ -111,7 +111,7 @@ mod tests {
             "fanout --payload 60000 --duration 3",
             "latency --rate 10000 --duration 10",
             "noisy --duration 5",
-            "hostile --attackers 100 --duration 20",
+            "hostile --attackers 100 --duration 35",
             "conns --conns 15000",
             "cluster --duration 3",
         ] {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use pubsub::broker::{Broker, BrokerLimits};
+use pubsub::broker::{Broker, BrokerLimits, Publish};
 use pubsub::config::Config;
 use pubsub::error::Failure;
 use pubsub::http::{parse_request, Parsed, Progress, RequestLimits};
@@ -314,9 +314,14 @@ pub fn client_message(data: &[u8]) {
     }
     let ts = "2025-01-01T00:00:00.000Z";
     match incoming.message {
-        ClientMessage::Publish { topic, id, payload } => {
+        ClientMessage::Publish {
+            topic,
+            id,
+            uuid,
+            payload,
+        } => {
             assert!(TopicName::new(topic.as_str()).is_ok());
-            assert!(uuid::Uuid::try_parse(&id).is_ok());
+            assert_eq!(uuid::Uuid::try_parse(&id).map(|u| u.as_u128()), Ok(uuid));
             let frame = protocol::event_frame(&topic, &id, payload, 1, ts);
             let h = decode_header(&frame, Role::Client)
                 .expect("valid")
@@ -408,8 +413,17 @@ pub fn broker_ops(data: &[u8]) {
             }
             5 => {
                 let before = broker.topic(topic).map(|t| t.subscribers().len());
-                match broker.publish(topic, |seq| Rc::from(seq.to_le_bytes().to_vec())) {
-                    Ok(p) => {
+                // Eight ids, so retries of a retained one happen often.
+                let id = u128::from(y % 8);
+                let retained = broker
+                    .topic(topic)
+                    .and_then(|t| t.last_n(u64::MAX).find(|e| e.id == id).map(|e| e.seq));
+                match broker.publish(topic, id, |seq| Rc::from(seq.to_le_bytes().to_vec())) {
+                    Ok(Publish::Duplicate { seq }) => {
+                        assert_eq!(Some(seq), retained, "a duplicate names the retained event");
+                    }
+                    Ok(Publish::New(p)) => {
+                        assert_eq!(retained, None, "a retained id published again");
                         let last = last_seq
                             .get_mut(topic)
                             .expect("existing topics are tracked");

@@ -168,7 +168,7 @@ fn big_messages_get_several_reads_a_tick_and_the_others_still_theirs() {
     let mut input = Vec::new();
     for i in 1..=40u64 {
         let msg = json!({"type": "publish", "topic": "t", "request_id": i,
-            "message": {"id": "550e8400-e29b-41d4-a716-446655440000", "payload": big}});
+            "message": {"id": message_id(i), "payload": big}});
         encode_client_frame(
             &mut input,
             OpCode::Text,

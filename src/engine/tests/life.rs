@@ -259,7 +259,7 @@ fn a_paced_connection_is_left_to_tcp_not_cut_by_the_heartbeat() {
     let big = "x".repeat(16 * 1024);
     for i in 0..100u64 {
         let msg = json!({"type": "publish", "topic": "t", "request_id": i,
-            "message": {"id": "550e8400-e29b-41d4-a716-446655440000", "payload": big}});
+            "message": {"id": message_id(i), "payload": big}});
         rig.message(publisher, msg);
         rig.tick();
     }

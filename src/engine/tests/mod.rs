@@ -257,9 +257,14 @@ fn ping(id: u64) -> Value {
     json!({"type": "ping", "request_id": id})
 }
 
+/// A message id of its own for each publish (a repeated one is taken for a retry).
+fn message_id(i: u64) -> String {
+    format!("00000000-0000-4000-8000-{i:012x}")
+}
+
 fn publish(topic: &str, i: u64) -> Value {
     json!({"type": "publish", "topic": topic, "request_id": i,
-        "message": {"id": "550e8400-e29b-41d4-a716-446655440000", "payload": i}})
+        "message": {"id": message_id(i), "payload": i}})
 }
 
 fn create(rig: &mut Rig, topic: &str) {
