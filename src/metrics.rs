@@ -12,6 +12,7 @@ pub struct Gauges {
     pub topics: usize,
     pub subscriptions: usize,
     pub uptime: Duration,
+    pub buffered: crate::rest::Buffered,
 }
 
 struct Out(String);
@@ -132,6 +133,21 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "gauge",
         "Subscriptions across all topics.",
         gauges.subscriptions,
+    );
+    out.head(
+        "pubsub_buffered_bytes",
+        "gauge",
+        "Bytes held in connections' buffers: input not yet handled (with messages still arriving) and output waiting.",
+    );
+    let _ = writeln!(
+        out.0,
+        "pubsub_buffered_bytes{{direction=\"input\"}} {}",
+        gauges.buffered.input_bytes
+    );
+    let _ = writeln!(
+        out.0,
+        "pubsub_buffered_bytes{{direction=\"output\"}} {}",
+        gauges.buffered.output_bytes
     );
     out.one(
         "pubsub_messages_published_total",
@@ -257,8 +273,14 @@ mod tests {
                 topics: 2,
                 subscriptions: 5,
                 uptime: Duration::from_secs(7),
+                buffered: crate::rest::Buffered {
+                    input_bytes: 11,
+                    output_bytes: 13,
+                },
             },
         );
+        assert!(text.contains("pubsub_buffered_bytes{direction=\"input\"} 11\n"));
+        assert!(text.contains("pubsub_buffered_bytes{direction=\"output\"} 13\n"));
         let mut typed = std::collections::HashSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

@@ -586,3 +586,22 @@ fn connections_closed_by_the_hundred_write_a_bounded_number_of_lines() {
         .sum();
     assert!(said + lines.len() as u64 <= 100);
 }
+
+#[test]
+fn the_memory_of_messages_still_arriving_is_counted() {
+    let server = Server::start();
+    let input = || {
+        server.get("/stats")["buffered"]["input_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let idle = input();
+    // 50,000 bytes of a 60,000-byte message, and then nothing.
+    let mut s = raw_ws(&server);
+    let frame = client_frame(true, 1, &[b' '; 60_000]);
+    s.write_all(&frame[..50_008]).unwrap();
+    wait_until("the partial message counted", || input() >= idle + 50_000);
+    // Gone with its connection.
+    drop(s);
+    wait_until("the partial message released", || input() < idle + 50_000);
+}

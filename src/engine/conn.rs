@@ -160,6 +160,15 @@ impl<S> Conn<S> {
         matches!(self.state, Lifecycle::Closed)
     }
 
+    /// Input held: bytes read and not handled, and a WebSocket message being assembled.
+    pub fn input_footprint(&self) -> usize {
+        let assembly = match &self.state {
+            Lifecycle::Open(ws) | Lifecycle::Closing(ws) => ws.session.buffered(),
+            _ => 0,
+        };
+        self.input.capacity() + assembly
+    }
+
     /// Memory this connection holds for itself beyond its fixed size (buffers and queues).
     pub fn footprint(&self) -> usize {
         let session = match &self.state {

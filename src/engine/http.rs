@@ -69,7 +69,17 @@ impl<S> Engine<S> {
                         ..HttpState::default()
                     };
                     let keep_alive = request.keep_alive && !self.shutting_down;
+                    let conns = &self.conns;
+                    let buffered = || {
+                        conns
+                            .iter()
+                            .fold(rest::Buffered::default(), |b, (_, c)| rest::Buffered {
+                                input_bytes: b.input_bytes + c.input_footprint(),
+                                output_bytes: b.output_bytes + c.out.cost(),
+                            })
+                    };
                     let mut state = rest::State {
+                        buffered: &buffered,
                         config: &self.config,
                         broker: &mut self.broker,
                         stats: &self.stats,

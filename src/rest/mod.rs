@@ -32,6 +32,18 @@ pub struct State<'a> {
     pub unix_ms: u64,
     pub started: Instant,
     pub shutting_down: bool,
+    /// What the connections hold in their buffers now; counted only when asked (`/stats`,
+    /// `/metrics`), since it visits every connection.
+    pub buffered: &'a dyn Fn() -> Buffered,
+}
+
+/// Bytes held in connections' buffers, server-wide.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Buffered {
+    /// Input read and not yet handled, and WebSocket messages still arriving.
+    pub input_bytes: usize,
+    /// Output waiting for sockets, by what it costs (bytes plus each frame's bookkeeping).
+    pub output_bytes: usize,
 }
 
 impl State<'_> {
@@ -225,6 +237,7 @@ mod tests {
             unix_ms: 1,
             started: now,
             shutting_down: false,
+            buffered: &Buffered::default,
         };
         let limits = RequestLimits {
             max_header_bytes: 8192,

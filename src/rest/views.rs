@@ -67,6 +67,7 @@ pub fn stats(state: &State<'_>, now: Instant) -> Response {
             "uptime_sec": state.uptime(now).as_secs(),
             "slow_consumer_disconnects": s.messages.slow_consumer_disconnects,
             "connections": s.connections,
+            "buffered": (state.buffered)(),
             "messages": s.messages,
             "loop": event_loop,
         }),
@@ -78,6 +79,7 @@ pub fn metrics(state: &State<'_>, now: Instant) -> Response {
         topics: state.broker.topic_count(),
         subscriptions: state.broker.subscription_count(),
         uptime: state.uptime(now),
+        buffered: (state.buffered)(),
     };
     let mut r = Response::new(200);
     r.body = metrics::render(state.stats, &gauges).into_bytes();
