@@ -92,4 +92,16 @@ write("connection", bytes([1]) + b"".join(masked(1, json.dumps(m).encode()) for 
 write("connection", bytes([6, 5, 0, 200]) + REQUESTS[2] + REQUESTS[3])
 write("connection", bytes([0]) + REQUESTS[-1] + UPGRADE)
 write("connection", bytes([1]) + masked(1, b"{\"type\":\"ping\"}", fin=False) + masked(0, b"junk", fin=True) + masked(2, b"\x00\x01"))
+# Replies as Redis 7 sends them: to PING, GET, SUBSCRIBE, EVALSHA, XRANGE and HELLO 3, errors,
+# and a RESP3 push, each fed in pieces of a size the first byte sets.
+resp_replies = [
+    b"+PONG\r\n$-1\r\n$5\r\nhello\r\n:42\r\n",
+    b"*3\r\n$9\r\nsubscribe\r\n$4\r\nps:t\r\n:1\r\n*3\r\n$7\r\nmessage\r\n$4\r\nps:t\r\n$11\r\n{\"seq\":1}\r\n",
+    b"-NOSCRIPT No matching script. Please use EVAL.\r\n*2\r\n:7\r\n$13\r\n19ac1d2b3f0-1\r\n",
+    b"*2\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nf\r\n$2\r\n{}\r\n*2\r\n$3\r\n2-0\r\n*-1\r\n",
+    b"%3\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n$7\r\nmodules\r\n*0\r\n",
+    b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n_\r\n#t\r\n,1.5\r\n(12345678901234567890\r\n!3\r\nbad\r\n=7\r\ntxt:abc\r\n~1\r\n:1\r\n|1\r\n+a\r\n:1\r\n+b\r\n",
+]
+for i, r in enumerate(resp_replies):
+    write("resp", bytes([i * 5]) + r)
 print("corpus written to", corpus)

@@ -9,7 +9,7 @@ cd "$root"
 seconds=${SECONDS_EACH:-30}
 runs=${RUNS:-0}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(http_request ws_handshake ws_frame ws_session client_message broker_ops connection)
+[ ${#targets[@]} -gt 0 ] || targets=(http_request ws_handshake ws_frame ws_session client_message broker_ops connection resp)
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
 for t in "${targets[@]}"; do
@@ -19,6 +19,7 @@ for t in "${targets[@]}"; do
   case $t in
     http_request|ws_handshake|connection) extra=(-dict=fuzz/dict/http.dict) ;;
     client_message) extra=(-dict=fuzz/dict/json.dict) ;;
+    resp) extra=(-dict=fuzz/dict/resp.dict) ;;
   esac
   # broker_ops: 200 operations reach every state of its 3 topics x 6 connections x 5-slot rings;
   # longer inputs only slow it (it checks both indexes in full after every operation).

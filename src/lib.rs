@@ -19,6 +19,7 @@ pub mod log;
 pub mod metrics;
 pub mod outq;
 pub mod protocol;
+pub mod resp;
 pub mod rest;
 pub mod server;
 pub mod stats;

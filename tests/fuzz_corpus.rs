@@ -5,7 +5,7 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 7] = [
+const TARGETS: [(&str, Target); 8] = [
     ("http_request", pubsub_fuzz_harness::http_request),
     ("ws_handshake", pubsub_fuzz_harness::ws_handshake),
     ("ws_frame", pubsub_fuzz_harness::ws_frame),
@@ -13,6 +13,7 @@ const TARGETS: [(&str, Target); 7] = [
     ("client_message", pubsub_fuzz_harness::client_message),
     ("broker_ops", pubsub_fuzz_harness::broker_ops),
     ("connection", pubsub_fuzz_harness::connection),
+    ("resp", pubsub_fuzz_harness::resp),
 ];
 
 #[test]

@@ -12,6 +12,7 @@ use pubsub::error::Failure;
 use pubsub::http::{parse_request, Parsed, Progress, RequestLimits};
 use pubsub::ids::{ConnId, Replay, TopicName};
 use pubsub::protocol::{self, ClientMessage};
+use pubsub::resp::{self, Decoder, RespError};
 use pubsub::ws::frame::{
     apply_mask, decode_header, encode_frame, encode_header, OpCode, Role, MAX_HEADER_LEN,
 };
@@ -352,6 +353,63 @@ pub fn client_message(data: &[u8]) {
                 serde_json::from_slice(&frame[h.header_len..]).expect("pongs are JSON");
             assert_eq!(pong.kind, "pong");
         }
+    }
+}
+
+/// Every value the decoder completes, and the error that stopped it if one did, for `input`
+/// fed in pieces of `step` bytes (0: whole).
+fn resp_values(
+    input: &[u8],
+    step: usize,
+    limits: resp::Limits,
+) -> (Vec<resp::Value>, Option<RespError>) {
+    let mut d = Decoder::new(limits);
+    let (mut values, mut buf) = (Vec::new(), Vec::new());
+    let step = if step == 0 { input.len().max(1) } else { step };
+    for piece in input.chunks(step) {
+        buf.extend_from_slice(piece);
+        loop {
+            match d.decode(&buf) {
+                Ok((used, v)) => {
+                    assert!(used <= buf.len());
+                    buf.drain(..used);
+                    match v {
+                        Some(v) => values.push(v),
+                        None => break,
+                    }
+                }
+                Err(e) => return (values, Some(e)),
+            }
+        }
+    }
+    (values, None)
+}
+
+/// RESP replies: fed whole and in pieces (the first byte sets their size) the decoder completes
+/// the same values and stops at the same error; every value it completes, written out again,
+/// decodes to itself.
+pub fn resp(data: &[u8]) {
+    let Some((&step, input)) = data.split_first() else {
+        return;
+    };
+    let limits = resp::Limits {
+        max_bulk: 4096,
+        max_elements: 64,
+        max_depth: 8,
+        max_line: 256,
+    };
+    let whole = resp_values(input, 0, limits);
+    let pieces = resp_values(input, usize::from(step % 16) + 1, limits);
+    assert_eq!(whole, pieces, "whole and in pieces differ");
+    for value in &whole.0 {
+        let mut out = Vec::new();
+        resp::encode(&mut out, value);
+        let again = resp_values(&out, 0, resp::Limits::default());
+        assert_eq!(
+            again,
+            (vec![value.clone()], None),
+            "does not round-trip: {out:?}"
+        );
     }
 }
 
