@@ -2,6 +2,8 @@
 //! port, speak raw HTTP, and open WebSocket clients with the independent `tungstenite` crate.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,108 @@
+//! The RESP codec against a real redis-server: every kind of reply the cluster mode will read,
+//! decoded in whatever pieces the socket delivers.
+
+mod common;
+
+use common::redis::Redis;
+use pubsub::resp::Value;
+
+fn bulk(s: &[u8]) -> Value {
+    Value::Bulk(s.to_vec())
+}
+
+#[test]
+fn replies_of_every_kind_decode_as_redis_sends_them() {
+    let Some(redis) = Redis::start() else { return };
+    let mut c = redis.connect();
+    // Binary-safe values: CRLF and NUL inside a bulk string.
+    let odd = b"a\r\nb\0c";
+    assert_eq!(c.call(&[b"SET", b"k", odd]), Value::Simple(b"OK".to_vec()));
+    assert_eq!(c.call(&[b"GET", b"k"]), bulk(odd));
+    assert_eq!(c.call(&[b"GET", b"missing"]), Value::Null);
+    assert_eq!(c.call(&[b"INCRBY", b"n", b"-5"]), Value::Integer(-5));
+    let Value::Error(e) = c.call(&[b"NO-SUCH-COMMAND"]) else {
+        panic!("an unknown command is an error")
+    };
+    assert!(
+        e.starts_with(b"ERR unknown command"),
+        "{}",
+        String::from_utf8_lossy(&e)
+    );
+    // A script's nested reply, and a script's error.
+    let script: &[u8] = b"return {1, {'two', ARGV[1]}, redis.call('GET', KEYS[1])}";
+    assert_eq!(
+        c.call(&[b"EVAL", script, b"1", b"k", b"x"]),
+        Value::Array(vec![
+            Value::Integer(1),
+            Value::Array(vec![bulk(b"two"), bulk(b"x")]),
+            bulk(odd),
+        ])
+    );
+    // A megabyte, read 1,000 bytes at a time: decoded once, not again from its start.
+    let big = vec![b'z'; 1 << 20];
+    c.call(&[b"SET", b"big", &big]);
+    c.send(&[b"GET", b"big"]);
+    assert_eq!(c.recv_in(1000), Value::Bulk(big));
+    // Pipelined: many replies in one read.
+    for i in 0..100u32 {
+        c.send(&[b"RPUSH", b"list", i.to_string().as_bytes()]);
+    }
+    for i in 1..=100 {
+        assert_eq!(c.recv(), Value::Integer(i));
+    }
+    // Streams, as history will be kept: entries are arrays of an id and field/value pairs.
+    c.call(&[b"XADD", b"s", b"1-0", b"f", b"{\"seq\":1}"]);
+    assert_eq!(
+        c.call(&[b"XRANGE", b"s", b"-", b"+"]),
+        Value::Array(vec![Value::Array(vec![
+            bulk(b"1-0"),
+            Value::Array(vec![bulk(b"f"), bulk(b"{\"seq\":1}")]),
+        ])])
+    );
+}
+
+#[test]
+fn resp3_maps_and_pushes_and_resp2_pubsub_messages() {
+    let Some(redis) = Redis::start() else { return };
+    // RESP2: a subscription's messages are arrays.
+    let mut sub = redis.connect();
+    assert_eq!(
+        sub.call(&[b"SUBSCRIBE", b"ch"]),
+        Value::Array(vec![bulk(b"subscribe"), bulk(b"ch"), Value::Integer(1)])
+    );
+    let mut publisher = redis.connect();
+    assert_eq!(
+        publisher.call(&[b"PUBLISH", b"ch", b"hello"]),
+        Value::Integer(1)
+    );
+    assert_eq!(
+        sub.recv(),
+        Value::Array(vec![bulk(b"message"), bulk(b"ch"), bulk(b"hello")])
+    );
+    // RESP3: HELLO answers a map; a subscription's messages are pushes.
+    let mut c = redis.connect();
+    let Value::Map(hello) = c.call(&[b"HELLO", b"3"]) else {
+        panic!("HELLO 3 answers a map")
+    };
+    assert!(
+        hello.contains(&(bulk(b"proto"), Value::Integer(3))),
+        "{hello:?}"
+    );
+    assert_eq!(
+        c.call(&[b"SUBSCRIBE", b"ch3"]),
+        Value::Push(vec![bulk(b"subscribe"), bulk(b"ch3"), Value::Integer(1)])
+    );
+    publisher.call(&[b"PUBLISH", b"ch3", b"x"]);
+    assert_eq!(
+        c.recv_in(3),
+        Value::Push(vec![bulk(b"message"), bulk(b"ch3"), bulk(b"x")])
+    );
+    // RESP3 doubles and booleans come back typed.
+    let mut d = redis.connect();
+    d.call(&[b"HELLO", b"3"]);
+    assert_eq!(d.call(&[b"INCRBYFLOAT", b"f", b"1.5"]), bulk(b"1.5"));
+    assert_eq!(
+        d.call(&[b"EVAL", b"return redis.setresp(3) or {double=2.5}", b"0"]),
+        Value::Double(b"2.5".to_vec())
+    );
+}
