@@ -184,7 +184,14 @@ impl Decoder {
     /// searched before.
     fn line_end(&mut self, input: &[u8]) -> Result<Option<usize>, RespError> {
         let from = self.searched.max(1).min(input.len());
-        match input[from..].iter().position(|&b| b == b'\r' || b == b'\n') {
+        let found = input[from..].iter().position(|&b| b == b'\r' || b == b'\n');
+        // However the line arrived, one longer than the limit is refused the same way.
+        if found.map_or(input.len(), |i| from + i) > self.limits.max_line {
+            return Err(RespError::TooLarge {
+                limit: self.limits.max_line,
+            });
+        }
+        match found {
             Some(i) => {
                 let cr = from + i;
                 match input.get(cr..cr + 2) {
@@ -197,9 +204,6 @@ impl Decoder {
                     }
                 }
             }
-            None if input.len() > self.limits.max_line => Err(RespError::TooLarge {
-                limit: self.limits.max_line,
-            }),
             None => {
                 self.searched = input.len();
                 Ok(None)
@@ -431,8 +435,10 @@ mod tests {
         assert_eq!(run(b"+123456789"), Err(RespError::TooLarge { limit: 8 }));
         assert_eq!(run(b"+1234567"), Ok(None), "short enough so far");
         assert_eq!(
-            run(b"*1000000000\r\n"),
-            Err(RespError::TooLarge { limit: 3 })
+            run(b":123456789\r\n"),
+            Err(RespError::TooLarge { limit: 8 }),
+            "found or not"
         );
+        assert_eq!(run(b"*9999999\r\n"), Err(RespError::TooLarge { limit: 3 }));
     }
 }
