@@ -9,6 +9,7 @@
 #![deny(unsafe_code)] // SAFETY: allowed only in server/signal.rs and server/sys.rs, each line justified.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -1,0 +1,5 @@
+//! Cluster mode's data in Redis (issue #11): the keys, and the Lua scripts that change them in
+//! one atomic step each. Groundwork: tested against a real redis-server, not yet used by the
+//! server.
+
+pub mod scripts;

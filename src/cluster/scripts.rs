@@ -1,0 +1,138 @@
+//! The keys and scripts every instance shares. Every key carries the hash tag `{ps}`, so the
+//! same scripts run unchanged on a Redis Cluster (all on one shard), and every key a script
+//! touches is passed in `KEYS`. Each script starts with the `#!lua` shebang, so Redis refuses
+//! one that writes before it runs when it is out of memory, instead of failing it half-done.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{ps}:topics` | hash | topic name → epoch (the incarnation) |
+//! | `{ps}:m:<topic>` | hash | `s` the last seq, `b` the retained events' bytes |
+//! | `{ps}:h:<topic>` | stream | the retained events: ID `<seq>-0`, fields `e` (the event's JSON) and `i` (its message id) |
+//! | `{ps}:i:<topic>` | hash | message id → seq, for the retained events only |
+//!
+//! A topic's events are published on `{ps}:c:<topic>` as `<epoch>:<seq>:<event JSON>`; its
+//! deletion as `<epoch>:0:D`, after its last event. Creations and deletions are announced on
+//! `{ps}:ctl`.
+
+/// The registry of topics.
+pub const TOPICS: &str = "{ps}:topics";
+/// Topic creations (`created:<name>`) and deletions (`deleted:<name>`).
+pub const CONTROL: &str = "{ps}:ctl";
+
+/// One topic's keys and channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicKeys {
+    pub meta: String,
+    pub history: String,
+    pub ids: String,
+    pub channel: String,
+}
+
+impl TopicKeys {
+    pub fn new(topic: &str) -> TopicKeys {
+        TopicKeys {
+            meta: format!("{{ps}}:m:{topic}"),
+            history: format!("{{ps}}:h:{topic}"),
+            ids: format!("{{ps}}:i:{topic}"),
+            channel: format!("{{ps}}:c:{topic}"),
+        }
+    }
+}
+
+/// KEYS topics, meta, history, ids; ARGV name, epoch, max topics.
+/// `{1, epoch}` created; `{0, "exists"}`; `{0, "limit"}` at `MAX_TOPICS` (checked and taken in
+/// one step, so concurrent creates on several instances never pass it).
+pub const CREATE: &str = r#"#!lua
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {0, 'exists'} end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {0, 'limit'} end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[2], 's', 0, 'b', 0)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', '{ps}:ctl', 'created:' .. ARGV[1])
+return {1, ARGV[2]}
+"#;
+
+/// KEYS topics, meta, history, ids; ARGV name, channel.
+/// `{1, epoch}` deleted (the channel carries `<epoch>:0:D` after the last event); `{0}` unknown.
+pub const DELETE: &str = r#"#!lua
+local epoch = redis.call('HGET', KEYS[1], ARGV[1])
+if not epoch then return {0} end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('PUBLISH', ARGV[2], epoch .. ':0:D')
+redis.call('PUBLISH', '{ps}:ctl', 'deleted:' .. ARGV[1])
+return {1, epoch}
+"#;
+
+/// KEYS topics, meta, history, ids; ARGV name, message id, head, tail, history size, history
+/// bytes, channel. The event is `head .. seq .. tail`, built by the publishing instance with
+/// the payload as the client wrote it, so a replayed event is byte for byte the live one.
+/// `{1, seq, epoch}` published; `{2, seq, epoch}` a retained event has this message id (nothing
+/// published); `{0}` unknown topic. The seq is stored after the event, so a failed append
+/// never burns one.
+pub const PUBLISH: &str = r#"#!lua
+local epoch = redis.call('HGET', KEYS[1], ARGV[1])
+if not epoch then return {0} end
+local dup = redis.call('HGET', KEYS[4], ARGV[2])
+if dup then return {2, tonumber(dup), epoch} end
+local seq = tonumber(redis.call('HGET', KEYS[2], 's') or '0') + 1
+local s = string.format('%d', seq)
+local event = ARGV[3] .. s .. ARGV[4]
+local size, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
+if size > 0 and #event <= max_bytes then
+  redis.call('XADD', KEYS[3], s .. '-0', 'e', event, 'i', ARGV[2])
+  redis.call('HSET', KEYS[4], ARGV[2], s)
+  local bytes = redis.call('HINCRBY', KEYS[2], 'b', #event)
+  local len = redis.call('XLEN', KEYS[3])
+  while len > size or bytes > max_bytes do
+    local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+    local old_seq = string.match(oldest[1], '^(%d+)')
+    local fields = oldest[2]
+    redis.call('XDEL', KEYS[3], oldest[1])
+    if redis.call('HGET', KEYS[4], fields[4]) == old_seq then
+      redis.call('HDEL', KEYS[4], fields[4])
+    end
+    bytes = redis.call('HINCRBY', KEYS[2], 'b', -#fields[2])
+    len = len - 1
+  end
+end
+redis.call('HSET', KEYS[2], 's', s)
+redis.call('PUBLISH', ARGV[7], epoch .. ':' .. s .. ':' .. event)
+return {1, seq, epoch}
+"#;
+
+/// KEYS topics, meta, history; ARGV name, after seq, count.
+/// `{1, epoch, last seq, entries}` with at most `count` retained events after `after seq`,
+/// oldest first (each `{"<seq>-0", {"e", event, "i", id}}`); `{0}` unknown topic.
+pub const READ: &str = r#"#!lua flags=no-writes
+local epoch = redis.call('HGET', KEYS[1], ARGV[1])
+if not epoch then return {0} end
+local last = tonumber(redis.call('HGET', KEYS[2], 's') or '0')
+local entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+return {1, epoch, last, entries}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_a_topic_is_in_the_one_hash_slot() {
+        let k = TopicKeys::new("orders");
+        for key in [&k.meta, &k.history, &k.ids, &k.channel] {
+            assert!(
+                key.starts_with("{ps}:") && key.ends_with(":orders"),
+                "{key}"
+            );
+        }
+        assert!(TOPICS.starts_with("{ps}") && CONTROL.starts_with("{ps}"));
+    }
+
+    #[test]
+    fn scripts_declare_themselves_lua_and_the_read_writes_nothing() {
+        for s in [CREATE, DELETE, PUBLISH, READ] {
+            assert!(s.starts_with("#!lua"), "{s}");
+        }
+        assert!(READ.starts_with("#!lua flags=no-writes\n"));
+    }
+}
