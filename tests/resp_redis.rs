@@ -106,3 +106,38 @@ fn resp3_maps_and_pushes_and_resp2_pubsub_messages() {
         Value::Double(b"2.5".to_vec())
     );
 }
+
+#[test]
+fn a_link_pipelines_thousands_of_commands_and_matches_every_reply_to_its_own() {
+    use pubsub::cluster::link::{Link, LinkLimits};
+    use std::io::{Read, Write};
+    let Some(redis) = Redis::start() else { return };
+    let mut socket = std::os::unix::net::UnixStream::connect(&redis.socket).unwrap();
+    socket.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    let now = std::time::Instant::now();
+    let mut link: Link<u64> = Link::new(LinkLimits {
+        max_in_flight: 5000,
+        ..LinkLimits::default()
+    });
+    for i in 0..5000u64 {
+        link.send(i, &[b"INCR", b"counter"], now).unwrap();
+    }
+    assert!(!link.has_room(), "the window is full at 5,000");
+    // All of it in as few writes as the socket takes, then the replies in reads of 4 KiB.
+    while !link.unwritten().is_empty() {
+        let n = socket.write(link.unwritten()).unwrap();
+        link.wrote(n);
+    }
+    let mut buf = [0u8; 4096];
+    let mut next = 0;
+    while next < 5000 {
+        let n = socket.read(&mut buf).unwrap();
+        assert!(n > 0);
+        link.received(&buf[..n]).unwrap();
+        while let Some((tag, value)) = link.next_reply() {
+            assert_eq!((tag, value), (next, Value::Integer(next as i64 + 1)));
+            next += 1;
+        }
+    }
+    assert_eq!(link.in_flight(), 0);
+}

@@ -2,4 +2,5 @@
 //! one atomic step each. Groundwork: tested against a real redis-server, not yet used by the
 //! server.
 
+pub mod link;
 pub mod scripts;
