@@ -104,4 +104,7 @@ resp_replies = [
 ]
 for i, r in enumerate(resp_replies):
     write("resp", bytes([i * 5]) + r)
+# A channel seen in order, with a repeat, a gap and its fill, a new epoch, a deletion.
+write("mirror", bytes([0, 1, 0, 2, 0, 2, 0, 6, 2, 0, 0, 7, 0x80, 1, 3, 0]))
+write("mirror", bytes(range(0, 64)))
 print("corpus written to", corpus)

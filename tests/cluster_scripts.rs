@@ -307,3 +307,38 @@ fn deletion_follows_the_last_event_and_a_new_incarnation_starts_over() {
     ));
     assert_eq!(gone, [Value::Integer(0)]);
 }
+
+#[test]
+fn scripts_load_under_the_digest_computed_here() {
+    let Some(redis) = Redis::start() else { return };
+    let mut c = redis.connect();
+    for script in scripts::ALL {
+        let digest = scripts::digest(script);
+        assert_eq!(
+            c.call(&[b"SCRIPT", b"LOAD", script.as_bytes()]),
+            Value::Bulk(digest.clone().into_bytes())
+        );
+        assert_eq!(
+            c.call(&[b"SCRIPT", b"EXISTS", digest.as_bytes()]),
+            Value::Array(vec![Value::Integer(1)])
+        );
+    }
+    // Called by digest, as instances will.
+    let k = TopicKeys::new("t");
+    let reply = c.call(&[
+        b"EVALSHA",
+        scripts::digest(scripts::CREATE).as_bytes(),
+        b"4",
+        scripts::TOPICS.as_bytes(),
+        k.meta.as_bytes(),
+        k.history.as_bytes(),
+        k.ids.as_bytes(),
+        b"t",
+        b"ep",
+        b"10",
+    ]);
+    assert_eq!(
+        reply,
+        Value::Array(vec![Value::Integer(1), Value::Bulk(b"ep".to_vec())])
+    );
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 8] = [
+const TARGETS: [(&str, Target); 9] = [
     ("http_request", pubsub_fuzz_harness::http_request),
     ("ws_handshake", pubsub_fuzz_harness::ws_handshake),
     ("ws_frame", pubsub_fuzz_harness::ws_frame),
@@ -14,6 +14,7 @@ const TARGETS: [(&str, Target); 8] = [
     ("broker_ops", pubsub_fuzz_harness::broker_ops),
     ("connection", pubsub_fuzz_harness::connection),
     ("resp", pubsub_fuzz_harness::resp),
+    ("mirror", pubsub_fuzz_harness::mirror),
 ];
 
 #[test]

@@ -3,4 +3,6 @@
 //! server.
 
 pub mod link;
+pub mod mirror;
 pub mod scripts;
+pub mod url;

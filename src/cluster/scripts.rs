@@ -112,6 +112,18 @@ local entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[2] .. '-0', '+', 'COUN
 return {1, epoch, last, entries}
 "#;
 
+/// Every script, to load on each connection (`SCRIPT LOAD`) and call by digest (`EVALSHA`).
+pub const ALL: [&str; 4] = [CREATE, DELETE, PUBLISH, READ];
+
+/// The digest Redis names a script by: SHA-1, in lowercase hex.
+pub fn digest(script: &str) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(script.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,7 +142,7 @@ mod tests {
 
     #[test]
     fn scripts_declare_themselves_lua_and_the_read_writes_nothing() {
-        for s in [CREATE, DELETE, PUBLISH, READ] {
+        for s in ALL {
             assert!(s.starts_with("#!lua"), "{s}");
         }
         assert!(READ.starts_with("#!lua flags=no-writes\n"));

@@ -204,9 +204,57 @@ pub fn event_frame_into(
     frame_in_place(buf)
 }
 
+/// An event's JSON text in the two parts around its seq, for a seq assigned elsewhere (by
+/// Redis, in cluster mode): `head`, the seq's digits, then `tail` is exactly the text the
+/// event frame carries.
+pub fn event_parts(topic: &str, id: &str, payload: &RawValue, ts: &str) -> (Vec<u8>, Vec<u8>) {
+    let event = EventMessage {
+        kind: "event",
+        topic,
+        message: EventBody { id, payload },
+        seq: 0,
+        ts,
+    };
+    // Serialising our own message structs into a Vec cannot fail.
+    let mut head = serde_json::to_vec(&event).unwrap_or_default();
+    let mut tail = b",\"ts\":".to_vec();
+    let _ = serde_json::to_writer(&mut tail, ts);
+    tail.push(b'}');
+    // The text ends with the seq, 0, then the tail: the head is what precedes them.
+    head.truncate(head.len() - tail.len() - 1);
+    (head, tail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_in_parts_is_the_event_with_its_seq_between_them() {
+        // A payload holding the very text the split looks for.
+        let payload: &RawValue = serde_json::from_str(r#"{"seq":0,"ts":"x"}"#).unwrap();
+        let ts = "2025-01-01T00:00:00.000Z";
+        let (head, tail) = event_parts(
+            "t\u{e9}",
+            "550e8400-e29b-41d4-a716-446655440000",
+            payload,
+            ts,
+        );
+        for seq in [1u64, 42, u64::MAX] {
+            let frame = event_frame(
+                "t\u{e9}",
+                "550e8400-e29b-41d4-a716-446655440000",
+                payload,
+                seq,
+                ts,
+            );
+            let h = crate::ws::frame::decode_header(&frame, crate::ws::frame::Role::Client)
+                .unwrap()
+                .unwrap();
+            let joined = [head.as_slice(), seq.to_string().as_bytes(), &tail].concat();
+            assert_eq!(&frame[h.header_len..], joined.as_slice());
+        }
+    }
 
     #[test]
     fn event_frames_carry_the_payload_verbatim() {

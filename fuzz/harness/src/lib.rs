@@ -503,3 +503,72 @@ pub fn broker_ops(data: &[u8]) {
         }
     }
 }
+
+/// A topic's channel as an instance might see it: events of two epochs, repeats, gaps, late and
+/// partial history reads. Within an epoch what the mirror delivers goes up one seq at a time,
+/// except right after a reset it announced; it never asks for a second fetch while one is out,
+/// and it never holds more than its bound.
+pub fn mirror(data: &[u8]) {
+    use pubsub::cluster::mirror::{ChannelMessage, Mirror, Step};
+    let mut m = Mirror::new(b"a", 0, 4);
+    let mut fetch: Option<(u64, u64)> = None;
+    let mut last_delivered: Option<(Vec<u8>, u64)> = None;
+    for op in data.chunks(2) {
+        let [kind, x] = [op[0], *op.get(1).unwrap_or(&0)];
+        let epoch: &[u8] = if kind & 0x80 == 0 { b"a" } else { b"b" };
+        let steps = match kind % 4 {
+            0 | 1 => {
+                let seq = m.last().saturating_sub(2) + u64::from(x % 8);
+                if seq == 0 {
+                    continue;
+                }
+                m.on_message(&ChannelMessage::Event {
+                    epoch,
+                    seq,
+                    event: b"{}",
+                })
+            }
+            2 => {
+                // History holding some of what was asked for, from where the input says.
+                let Some((after, until)) = fetch.take() else {
+                    assert_eq!(
+                        m.filled(epoch, &[]),
+                        [],
+                        "a fill with no fetch out does nothing"
+                    );
+                    continue;
+                };
+                let from = after + 1 + u64::from(x % 3);
+                let events: Vec<(u64, &[u8])> = (from..=until + u64::from(x % 2))
+                    .map(|s| (s, &b"{}"[..]))
+                    .collect();
+                m.filled(epoch, &events)
+            }
+            _ => m.on_message(&ChannelMessage::Deleted { epoch }),
+        };
+        let mut reset = false;
+        for step in steps {
+            match step {
+                Step::Reset { epoch } => {
+                    reset = true;
+                    last_delivered = Some((epoch, 0));
+                }
+                Step::Deliver { seq, .. } => {
+                    if let Some((e, prev)) = &last_delivered {
+                        if e.as_slice() == m.epoch() && !reset {
+                            assert_eq!(seq, prev + 1, "a gap or a repeat without a reset");
+                        }
+                        assert!(seq > *prev || reset, "went back without a reset");
+                    }
+                    last_delivered = Some((m.epoch().to_vec(), seq));
+                    reset = false;
+                }
+                Step::Fetch { after, until } => {
+                    assert!(after < until + 1 && after <= m.last());
+                    fetch = Some((after, until));
+                }
+                Step::Deleted => {}
+            }
+        }
+    }
+}
