@@ -110,6 +110,30 @@ impl Topic {
         self.ids.get(&id).copied()
     }
 
+    /// Records an event whose seq was assigned elsewhere (cluster mode: by Redis); false (and
+    /// nothing recorded) for a seq not past the last. History holds consecutive seqs only, so
+    /// one that skips some starts it afresh.
+    pub fn record_at(&mut self, seq: u64, id: u128, frame: Rc<[u8]>) -> bool {
+        if seq <= self.last_seq {
+            return false;
+        }
+        if seq != self.last_seq + 1 {
+            self.restart(self.epoch.clone(), seq - 1);
+        }
+        self.record(id, frame);
+        true
+    }
+
+    /// Starts the topic over as `epoch` from `last_seq`, its history dropped (cluster mode: the
+    /// incarnation changed, or events were lost for good).
+    pub fn restart(&mut self, epoch: Rc<str>, last_seq: u64) {
+        self.epoch = epoch;
+        self.last_seq = last_seq;
+        self.history.clear();
+        self.ids.clear();
+        self.history_bytes = 0;
+    }
+
     /// Records a published event, evicting the oldest past the history's size or bytes (an
     /// event bigger than the byte bound is not retained at all).
     pub fn record(&mut self, id: u128, frame: Rc<[u8]>) -> u64 {
@@ -215,6 +239,28 @@ mod tests {
         assert_eq!(t.record(7, frame(4)), 4);
         assert_eq!((t.seq_of(7), t.seq_of(8)), (Some(4), None));
         assert!(t.ids_match_history());
+    }
+
+    #[test]
+    fn events_numbered_elsewhere_keep_the_history_consecutive() {
+        let mut t = Topic::new("t".into(), "e".into(), 10, usize::MAX);
+        assert!(t.record_at(1, 1, frame(1)));
+        assert!(t.record_at(2, 2, frame(2)));
+        assert!(!t.record_at(2, 9, frame(2)), "not past the last");
+        assert_eq!((t.first_retained_seq(), t.last_seq()), (1, 2));
+        // 3..6 never arrived: history restarts at 7, so since_seq never skips them silently.
+        t.record_at(7, 7, frame(7));
+        assert_eq!(
+            (t.first_retained_seq(), t.last_seq(), t.history_len()),
+            (7, 7, 1)
+        );
+        assert_eq!(t.seq_of(1), None);
+        assert!(t.ids_match_history());
+        t.restart("f".into(), 40);
+        assert_eq!(
+            (&*t.epoch, t.last_seq(), t.history_len(), t.next_seq()),
+            ("f", 40, 0, 41)
+        );
     }
 
     #[test]
