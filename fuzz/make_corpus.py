@@ -107,4 +107,11 @@ for i, r in enumerate(resp_replies):
 # A channel seen in order, with a repeat, a gap and its fill, a new epoch, a deletion.
 write("mirror", bytes([0, 1, 0, 2, 0, 2, 0, 6, 2, 0, 0, 7, 0x80, 1, 3, 0]))
 write("mirror", bytes(range(0, 64)))
+# DNS: an answer for "redis" with a CNAME and two A records; resolver files as Docker writes them.
+answer = (b"\x00\x07" + b"\x00\x07\x81\x80\x00\x01\x00\x03\x00\x00\x00\x00\x05redis\x00\x00\x01\x00\x01"
+          + b"\xc0\x0c\x00\x05\x00\x01\x00\x00\x00\x3c\x00\x05\x01r\x01x\x00"
+          + b"\xc0\x1d\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xac\x12\x00\x02"
+          + b"\xc0\x1d\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xac\x12\x00\x03")
+write("dns", answer)
+write("dns", b"\x00\x01redis\n127.0.0.11 redis\nnameserver 127.0.0.11\nsearch svc.cluster.local\noptions ndots:5\n")
 print("corpus written to", corpus)

@@ -9,7 +9,7 @@ cd "$root"
 seconds=${SECONDS_EACH:-30}
 runs=${RUNS:-0}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(http_request ws_handshake ws_frame ws_session client_message broker_ops connection resp mirror)
+[ ${#targets[@]} -gt 0 ] || targets=(http_request ws_handshake ws_frame ws_session client_message broker_ops connection resp mirror dns)
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
 for t in "${targets[@]}"; do

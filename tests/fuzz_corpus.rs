@@ -5,7 +5,7 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 9] = [
+const TARGETS: [(&str, Target); 10] = [
     ("http_request", pubsub_fuzz_harness::http_request),
     ("ws_handshake", pubsub_fuzz_harness::ws_handshake),
     ("ws_frame", pubsub_fuzz_harness::ws_frame),
@@ -15,6 +15,7 @@ const TARGETS: [(&str, Target); 9] = [
     ("connection", pubsub_fuzz_harness::connection),
     ("resp", pubsub_fuzz_harness::resp),
     ("mirror", pubsub_fuzz_harness::mirror),
+    ("dns", pubsub_fuzz_harness::dns),
 ];
 
 #[test]

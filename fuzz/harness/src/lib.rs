@@ -572,3 +572,35 @@ pub fn mirror(data: &[u8]) {
         }
     }
 }
+
+/// Name resolution's inputs: DNS answers (a whole message after two bytes of query id),
+/// `/etc/hosts` and `/etc/resolv.conf` texts, names to ask for. Nothing panics; a query built
+/// for a name is never taken for an answer; an answer gives at most as many addresses as it
+/// has records, each of the asked type.
+pub fn dns(data: &[u8]) {
+    use pubsub::cluster::dns::{self, QType, ResolvConf};
+    let Some((head, msg)) = data.split_at_checked(2) else {
+        return;
+    };
+    let id = u16::from_be_bytes([head[0], head[1]]);
+    for qtype in [QType::A, QType::Aaaa] {
+        if let Ok(addrs) = dns::parse_response(msg, id, qtype) {
+            let records = usize::from(u16::from_be_bytes([msg[6], msg[7]]));
+            assert!(addrs.len() <= records);
+            assert!(addrs.iter().all(|a| a.is_ipv4() == (qtype == QType::A)));
+        }
+    }
+    let text = String::from_utf8_lossy(msg);
+    let conf = ResolvConf::parse(&text);
+    assert!(!conf.nameservers.is_empty());
+    let name = text.lines().next().unwrap_or("");
+    let _ = dns::hosts_lookup(&text, name);
+    let candidates = conf.candidates(name);
+    assert!(candidates.len() == conf.search.len() + 1);
+    if let Ok(q) = dns::query(id, name, QType::A) {
+        assert_eq!(
+            dns::parse_response(&q, id, QType::A),
+            Err(dns::DnsError::NotOurs)
+        );
+    }
+}
