@@ -151,11 +151,12 @@ pub fn parse_response(msg: &[u8], id: u16, qtype: QType) -> Result<Vec<IpAddr>, 
             .ok_or(DnsError::Malformed)?;
         // CNAMEs come first and their targets' records after: only addresses are taken.
         if class == 1 && rtype == qtype as u16 {
-            match data.len() {
-                4 => addrs.push(IpAddr::V4(Ipv4Addr::new(
+            // An A record holds 4 bytes and an AAAA record 16, or the answer is not to be trusted.
+            match (qtype, data.len()) {
+                (QType::A, 4) => addrs.push(IpAddr::V4(Ipv4Addr::new(
                     data[0], data[1], data[2], data[3],
                 ))),
-                16 => {
+                (QType::Aaaa, 16) => {
                     let b: [u8; 16] = data.try_into().map_err(|_| DnsError::Malformed)?;
                     addrs.push(IpAddr::V6(Ipv6Addr::from(b)));
                 }
@@ -277,6 +278,12 @@ mod tests {
         assert_eq!(parse_response(&nx, 7, QType::A), Err(DnsError::Rcode(3)));
         let tc = response(QType::A, &[], [0x83, 0x80]);
         assert_eq!(parse_response(&tc, 7, QType::A), Err(DnsError::Truncated));
+        // An A record of 16 bytes is not an IPv4 address (the fuzzer's find).
+        let wrong = response(QType::A, &[&six], ok);
+        assert_eq!(
+            parse_response(&wrong, 7, QType::A),
+            Err(DnsError::Malformed)
+        );
         let r = response(QType::A, &[&[1, 2, 3, 4]], ok);
         for cut in 0..r.len() {
             assert!(
