@@ -17,8 +17,9 @@ use crate::ws::Session;
 /// the engine moves it from one to the next.
 #[derive(Debug)]
 pub(super) enum Lifecycle {
-    /// Reading HTTP/1.1 requests and answering them in order.
-    Http(HttpState),
+    /// Reading HTTP/1.1 requests and answering them in order. Boxed like the WebSocket
+    /// state, so the slab's entries (every connection's) stay small: 72 bytes fewer each.
+    Http(Box<HttpState>),
     /// Upgraded: messages in, answers and events out.
     Open(Box<WsState>),
     /// The server's close frame is queued; frames are read only to find the peer's close.
@@ -133,7 +134,7 @@ impl<S> Conn<S> {
             io,
             id,
             peer,
-            state: Lifecycle::Http(HttpState::default()),
+            state: Lifecycle::Http(Box::default()),
             input: Vec::new(),
             out: OutQueue::default(),
             answers: None,

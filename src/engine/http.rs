@@ -64,7 +64,7 @@ impl<S> Engine<S> {
                 Ok(Parsed::Complete(request, used)) => {
                     *budget -= 1;
                     pos += used;
-                    *state = HttpState {
+                    **state = HttpState {
                         in_request: pos < buf.len(),
                         ..HttpState::default()
                     };

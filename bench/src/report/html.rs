@@ -273,6 +273,8 @@ const FIGURES: &[(&str, &str, bool)] = &[
     ("connect_handshake_per_sec", "connects/s", true),
     ("server_rss_bytes_per_connection", "RSS/conn B", false),
     ("server_allocations_per_publish", "allocs/publish", false),
+    ("server_rss_peak_mib", "peak RSS MiB (hostile)", false),
+    ("server_rss_bound_mib", "RSS bound MiB", false),
 ];
 
 fn slug(title: &str) -> String {
