@@ -141,3 +141,38 @@ fn a_link_pipelines_thousands_of_commands_and_matches_every_reply_to_its_own() {
     }
     assert_eq!(link.in_flight(), 0);
 }
+
+/// What cluster mode can build on: on one RESP3 connection subscribed to a topic's channel, the
+/// script that publishes to it is answered *after* the event it published reaches that same
+/// connection, and further commands are served while subscribed. So an instance that publishes
+/// and follows on one connection sees its own event before the publish's reply.
+#[test]
+fn on_one_resp3_connection_a_published_event_comes_before_the_reply_that_published_it() {
+    let Some(redis) = Redis::start() else { return };
+    let mut c = redis.connect();
+    c.call(&[b"HELLO", b"3"]);
+    c.send(&[b"SUBSCRIBE", b"ch"]);
+    assert_eq!(
+        c.recv(),
+        Value::Push(vec![bulk(b"subscribe"), bulk(b"ch"), Value::Integer(1)])
+    );
+    let script: &[u8] = b"redis.call('PUBLISH', 'ch', ARGV[1]) return 7";
+    for round in 0..50 {
+        let n = round.to_string();
+        c.send(&[b"EVAL", script, b"0", n.as_bytes()]);
+        assert_eq!(
+            c.recv(),
+            Value::Push(vec![bulk(b"message"), bulk(b"ch"), bulk(n.as_bytes())]),
+            "round {round}"
+        );
+        assert_eq!(c.recv(), Value::Integer(7), "round {round}");
+    }
+    // Another connection's publish reaches it between its own replies, never inside one.
+    let mut other = redis.connect();
+    other.call(&[b"PUBLISH", b"ch", b"from-other"]);
+    assert_eq!(
+        c.recv(),
+        Value::Push(vec![bulk(b"message"), bulk(b"ch"), bulk(b"from-other")])
+    );
+    assert_eq!(c.call(&[b"PING"]), Value::Simple(b"PONG".to_vec()));
+}

@@ -88,6 +88,17 @@ impl<T> Link<T> {
         Ok(())
     }
 
+    /// Queues a command Redis answers out of band (under RESP3, `SUBSCRIBE`, `PSUBSCRIBE` and
+    /// their opposites are confirmed by pushes): no reply is waited for. Counted against the
+    /// unwritten bytes only.
+    pub fn send_unanswered(&mut self, args: &[&[u8]]) -> Result<(), Refused> {
+        if self.unwritten().len() >= self.limits.max_unwritten {
+            return Err(Refused::Full);
+        }
+        resp::command(&mut self.out, args);
+        Ok(())
+    }
+
     /// The bytes to write to the socket.
     pub fn unwritten(&self) -> &[u8] {
         &self.out[self.written..]
@@ -226,6 +237,19 @@ mod tests {
         assert_eq!(l.next_reply(), None);
         assert!(matches!(l.next_push(), Some(Value::Push(v)) if v.len() == 2));
         assert_eq!(l.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_subscription_confirmed_by_a_push_waits_for_no_reply() {
+        let now = Instant::now();
+        let mut l = link(10);
+        l.send_unanswered(&[b"SUBSCRIBE", b"ch"]).unwrap();
+        l.send(1, &[b"PING"], now).unwrap();
+        assert_eq!(l.in_flight(), 1);
+        l.received(b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n+PONG\r\n")
+            .unwrap();
+        assert_eq!(l.next_reply(), Some((1, Value::Simple(b"PONG".to_vec()))));
+        assert!(matches!(l.next_push(), Some(Value::Push(v)) if v.len() == 3));
     }
 
     #[test]
