@@ -88,6 +88,14 @@ impl<T> Link<T> {
         Ok(())
     }
 
+    /// Queues a command past the window: for the link's own few commands (reads that fill a
+    /// gap), which must not be lost when requests have filled it.
+    pub fn send_forced(&mut self, tag: T, args: &[&[u8]], now: Instant) {
+        resp::command(&mut self.out, args);
+        self.waiting
+            .push_back((tag, now + self.limits.reply_timeout));
+    }
+
     /// Queues a command Redis answers out of band (under RESP3, `SUBSCRIBE`, `PSUBSCRIBE` and
     /// their opposites are confirmed by pushes): no reply is waited for. Counted against the
     /// unwritten bytes only.

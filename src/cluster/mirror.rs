@@ -90,6 +90,18 @@ impl Mirror {
         &self.epoch
     }
 
+    /// History is about to be read because events may have been missed (after a reconnect),
+    /// with `last` the topic's last seq in Redis: the next [`Mirror::filled`] takes it, and
+    /// what it lacks up to `last` (or up to the first event held, which did arrive) is lost.
+    pub fn expect(&mut self, last: u64) {
+        let before_held = self
+            .held
+            .first_key_value()
+            .map_or(u64::MAX, |(&s, _)| s - 1);
+        let until = last.min(before_held).max(self.last);
+        self.fetching = Some(self.fetching.map_or(until, |u| u.max(until)));
+    }
+
     /// A message of the topic's channel.
     pub fn on_message(&mut self, message: &ChannelMessage<'_>) -> Vec<Step> {
         let mut steps = Vec::new();
@@ -276,6 +288,19 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_read_after_a_reconnect_fills_what_was_missed_and_keeps_what_arrived() {
+        let mut m = Mirror::new(b"e", 5, 100);
+        m.expect(8);
+        let history: Vec<(u64, &[u8])> = (6..=8).map(|s| (s, &b"{}"[..])).collect();
+        assert_eq!(delivered(&m.filled(b"e", &history)), [6, 7, 8]);
+        // An event that arrived live (held behind a gap) but was too big to be stored.
+        let mut m = Mirror::new(b"e", 5, 100);
+        m.on_message(&event("e", 7));
+        m.expect(7);
+        assert_eq!(delivered(&m.filled(b"e", &[(6, b"{}")])), [6, 7]);
     }
 
     #[test]

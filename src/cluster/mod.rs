@@ -2,6 +2,7 @@
 //! one atomic step each. Groundwork: tested against a real redis-server, not yet used by the
 //! server.
 
+pub mod backplane;
 pub mod dns;
 pub mod link;
 pub mod mirror;

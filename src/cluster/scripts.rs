@@ -12,11 +12,12 @@
 //!
 //! A topic's events are published on `{ps}:c:<topic>` as `<epoch>:<seq>:<event JSON>`; its
 //! deletion as `<epoch>:0:D`, after its last event. Creations and deletions are announced on
-//! `{ps}:ctl`.
+//! `{ps}:ctl` (`created:<epoch>:<name>`, `deleted:<epoch>:<name>`).
 
 /// The registry of topics.
 pub const TOPICS: &str = "{ps}:topics";
-/// Topic creations (`created:<name>`) and deletions (`deleted:<name>`).
+/// Topic creations (`created:<epoch>:<name>`) and deletions (`deleted:<epoch>:<name>`); the
+/// epoch first, since a topic name may hold colons and an epoch does not.
 pub const CONTROL: &str = "{ps}:ctl";
 
 /// One topic's keys and channel.
@@ -48,7 +49,7 @@ if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {0, 'limit'} end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[2], 's', 0, 'b', 0)
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PUBLISH', '{ps}:ctl', 'created:' .. ARGV[1])
+redis.call('PUBLISH', '{ps}:ctl', 'created:' .. ARGV[2] .. ':' .. ARGV[1])
 return {1, ARGV[2]}
 "#;
 
@@ -60,7 +61,7 @@ if not epoch then return {0} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('PUBLISH', ARGV[2], epoch .. ':0:D')
-redis.call('PUBLISH', '{ps}:ctl', 'deleted:' .. ARGV[1])
+redis.call('PUBLISH', '{ps}:ctl', 'deleted:' .. epoch .. ':' .. ARGV[1])
 return {1, epoch}
 "#;
 
