@@ -42,7 +42,15 @@ use crate::ids::{ConnId, Epochs};
 use crate::log::{Level, Throttle};
 use crate::stats::Stats;
 use crate::time::Timestamp;
-pub use answers::Ticket;
+use answers::Ticket;
+
+/// A place in one connection's answers for an answer that comes later, naming the connection
+/// by slot and generation, so it can never complete another connection's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeferredAnswer {
+    conn: ConnId,
+    ticket: Ticket,
+}
 use conn::{Conn, Lifecycle};
 use input::Stop;
 

@@ -5,7 +5,7 @@ use std::io::{self, IoSlice};
 use std::time::Instant;
 
 use super::conn::Lifecycle;
-use super::{Engine, Flushed, Ticket, WRITE_BUDGET};
+use super::{DeferredAnswer, Engine, Flushed, WRITE_BUDGET};
 use crate::outq::{Bound, Chunk, WriteLimit};
 
 impl<S> Engine<S> {
@@ -136,16 +136,20 @@ impl<S> Engine<S> {
 
     /// Holds the connection's later answers until `complete_answer` is given this ticket's:
     /// for a request whose answer arrives later (cluster mode). Its input pauses meanwhile.
-    pub fn defer_answer(&mut self, key: usize) -> Option<Ticket> {
+    pub fn defer_answer(&mut self, key: usize) -> Option<DeferredAnswer> {
         let c = self.conns.get_mut(key)?;
-        Some(c.answers.get_or_insert_with(Default::default).defer())
+        let ticket = c.answers.get_or_insert_with(Default::default).defer();
+        Some(DeferredAnswer { conn: c.id, ticket })
     }
 
-    /// A deferred answer arrived: it, and the answers held behind it, go out in order.
-    pub fn complete_answer(&mut self, key: usize, ticket: Ticket, frames: Vec<Vec<u8>>) {
-        let Some(c) = self.conns.get_mut(key) else {
+    /// A deferred answer arrived: it, and the answers held behind it, go out in order. One for
+    /// a connection that has gone is dropped, even when its slot holds a new connection now.
+    pub fn complete_answer(&mut self, deferred: DeferredAnswer, frames: Vec<Vec<u8>>) {
+        let DeferredAnswer { conn, ticket } = deferred;
+        let Some(key) = self.key_of(conn) else {
             return;
         };
+        let c = &mut self.conns[key];
         let Some(order) = &mut c.answers else {
             return;
         };

@@ -177,7 +177,7 @@ fn answers_keep_request_order_behind_a_deferred_one_and_events_do_not_wait() {
     // An event answers no request of this connection: it is not held.
     assert_eq!(event_seqs(&rig.received(key)), [1]);
     let earlier = crate::protocol::pong_frame(None, "then");
-    rig.engine.complete_answer(key, ticket, vec![earlier]);
+    rig.engine.complete_answer(ticket, vec![earlier]);
     rig.tick();
     let got = rig.received(key);
     assert_eq!(kinds(&got), ["pong", "pong"]);
@@ -190,6 +190,39 @@ fn answers_keep_request_order_behind_a_deferred_one_and_events_do_not_wait() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_deferred_answer_of_a_connection_gone_never_reaches_the_next_one_in_its_slot() {
+    let mut rig = Rig::new(Config::default());
+    let old = rig.websocket();
+    let stale = rig.engine.defer_answer(old).unwrap();
+    // Its socket fails (its input is held behind the ticket, so a FIN would wait).
+    rig.engine.io_failed(old);
+    rig.tick();
+    assert!(!rig.is_open(old));
+    // A new connection in the same slot, waiting for an answer of its own.
+    let new = rig.websocket();
+    assert_eq!(new, old, "the slot is reused");
+    let mine = rig.engine.defer_answer(new).unwrap();
+    rig.message(new, ping(5));
+    rig.tick();
+    rig.engine
+        .complete_answer(stale, vec![crate::protocol::pong_frame(None, "stale")]);
+    rig.tick();
+    assert!(
+        rig.received(new).is_empty(),
+        "held behind its own ticket still"
+    );
+    rig.engine
+        .complete_answer(mine, vec![crate::protocol::pong_frame(None, "mine")]);
+    rig.tick();
+    let got = rig.received(new);
+    assert_eq!(kinds(&got), ["pong", "pong"]);
+    assert!(
+        matches!(&got[0], Frame::Text(v) if v["ts"] == "mine"),
+        "{got:?}"
+    );
 }
 
 #[test]
