@@ -5,6 +5,7 @@
 pub mod backplane;
 pub mod dns;
 pub mod link;
+pub mod lookup;
 pub mod mirror;
 pub mod scripts;
 pub mod url;
