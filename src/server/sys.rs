@@ -16,7 +16,8 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         rlim_max: 0,
     };
     // SAFETY: getrlimit(2) writes only the struct it is given, which we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }; // SAFETY: see above
+    if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     if lim.rlim_cur < lim.rlim_max {
@@ -24,9 +25,10 @@ pub fn raise_fd_limit() -> io::Result<u64> {
             rlim_cur: lim.rlim_max,
             rlim_max: lim.rlim_max,
         };
-        // SAFETY: setrlimit(2) only reads the struct it is given, which we own. It fails
-        // (and the soft limit stays) when the hard limit is above what the kernel allows.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        // It fails (and the soft limit stays) when the hard limit is above what the kernel allows.
+        // SAFETY: setrlimit(2) only reads the struct it is given, which we own.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }; // SAFETY: see above
+        if rc == 0 {
             lim = raised;
         }
     }
