@@ -74,6 +74,30 @@ fn publish(
     (int(&reply[0]), reply.get(1).map_or(0, int))
 }
 
+fn delete(c: &mut RedisConn, name: &str) -> Vec<Value> {
+    let k = TopicKeys::new(name);
+    items(eval(
+        c,
+        scripts::DELETE,
+        &[scripts::TOPICS, &k.meta, &k.history, &k.ids],
+        &[name.as_bytes(), k.channel.as_bytes()],
+    ))
+}
+
+/// `f(i, connection)` on `n` threads at once, each with its own connection: their results.
+fn at_once<R: Send>(redis: &Redis, n: usize, f: impl Fn(usize, RedisConn) -> R + Sync) -> Vec<R> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let c = redis.connect();
+                s.spawn(move || f(i, c))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// The retained seqs after `after`, and the topic's last seq.
 fn read(c: &mut RedisConn, name: &str, after: u64) -> (Vec<u64>, i64) {
     let k = TopicKeys::new(name);
@@ -99,22 +123,14 @@ fn read(c: &mut RedisConn, name: &str, after: u64) -> (Vec<u64>, i64) {
 fn concurrent_creates_on_several_connections_never_pass_the_limit_and_a_name_wins_once() {
     let Some(redis) = Redis::start() else { return };
     // Four "instances" create the same 60 names at once, with a limit of 50.
-    let wins: Vec<Vec<String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|i| {
-                let mut c = redis.connect();
-                s.spawn(move || {
-                    (0..60)
-                        .filter_map(|n| {
-                            let name = format!("t{n}");
-                            let reply = create(&mut c, &name, &format!("e{i}"), 50);
-                            (int(&reply[0]) == 1).then_some(name)
-                        })
-                        .collect()
-                })
+    let wins: Vec<Vec<String>> = at_once(&redis, 4, |i, mut c| {
+        (0..60)
+            .filter_map(|n| {
+                let name = format!("t{n}");
+                let reply = create(&mut c, &name, &format!("e{i}"), 50);
+                (int(&reply[0]) == 1).then_some(name)
             })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+            .collect()
     });
     let mut all: Vec<String> = wins.into_iter().flatten().collect();
     assert_eq!(all.len(), 50, "exactly the limit");
@@ -139,27 +155,19 @@ fn seqs_are_gap_free_under_concurrent_publishers_and_reach_subscribers_in_order(
     create(&mut c, "t", "ep1", 10);
     let mut sub = redis.connect();
     sub.call(&[b"SUBSCRIBE", TopicKeys::new("t").channel.as_bytes()]);
-    let seqs: Vec<i64> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..3)
-            .map(|p| {
-                let mut c = redis.connect();
-                s.spawn(move || {
-                    (0..300)
-                        .map(|n| {
-                            let id = format!("00000000-0000-4000-8000-{p:04x}{n:08x}");
-                            let (status, seq) = publish(&mut c, "t", &id, "1", 100, 1 << 20);
-                            assert_eq!(status, 1);
-                            seq
-                        })
-                        .collect::<Vec<_>>()
-                })
+    let seqs: Vec<i64> = at_once(&redis, 3, |p, mut c| {
+        (0..300)
+            .map(|n| {
+                let id = format!("00000000-0000-4000-8000-{p:04x}{n:08x}");
+                let (status, seq) = publish(&mut c, "t", &id, "1", 100, 1 << 20);
+                assert_eq!(status, 1);
+                seq
             })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     let mut sorted = seqs.clone();
     sorted.sort();
     assert_eq!(
@@ -258,12 +266,7 @@ fn deletion_follows_the_last_event_and_a_new_incarnation_starts_over() {
         10,
         1 << 20,
     );
-    let deleted = items(eval(
-        &mut c,
-        scripts::DELETE,
-        &[scripts::TOPICS, &k.meta, &k.history, &k.ids],
-        &[b"t", k.channel.as_bytes()],
-    ));
+    let deleted = delete(&mut c, "t");
     assert_eq!(deleted, [Value::Integer(1), Value::Bulk(b"ep1".to_vec())]);
     assert!(items(sub.recv())[2]
         .as_bytes()
@@ -299,12 +302,7 @@ fn deletion_follows_the_last_event_and_a_new_incarnation_starts_over() {
         (1, 1)
     );
     assert_eq!(read(&mut c, "t", 0), (vec![1], 1));
-    let gone = items(eval(
-        &mut c,
-        scripts::DELETE,
-        &[scripts::TOPICS, &k.meta, &k.history, &k.ids],
-        &[b"nope", k.channel.as_bytes()],
-    ));
+    let gone = delete(&mut c, "nope");
     assert_eq!(gone, [Value::Integer(0)]);
 }
 

@@ -116,6 +116,65 @@ return {1, epoch, last, entries}
 /// Every script, to load on each connection (`SCRIPT LOAD`) and call by digest (`EVALSHA`).
 pub const ALL: [&str; 4] = [CREATE, DELETE, PUBLISH, READ];
 
+/// A script of [`ALL`], by its place there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    Create = 0,
+    Delete = 1,
+    Publish = 2,
+    Read = 3,
+}
+
+/// The scripts' digests, computed once.
+fn digests() -> &'static [String; 4] {
+    static DIGESTS: std::sync::OnceLock<[String; 4]> = std::sync::OnceLock::new();
+    DIGESTS.get_or_init(|| ALL.map(digest))
+}
+
+/// An `EVALSHA` of `script` on `topic`'s keys, then `argv`: the command's parts, without an
+/// allocation. Every script takes the registry, the meta and the history; all but `READ` the
+/// message ids too.
+pub struct Call<'a> {
+    parts: [&'a [u8]; 16],
+    len: usize,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(script: Script, topic: &'a TopicKeys, argv: &[&'a [u8]]) -> Call<'a> {
+        let mut parts: [&[u8]; 16] = [b""; 16];
+        let keys: &[&[u8]] = &[
+            TOPICS.as_bytes(),
+            topic.meta.as_bytes(),
+            topic.history.as_bytes(),
+            topic.ids.as_bytes(),
+        ];
+        let keys = if script == Script::Read {
+            &keys[..3]
+        } else {
+            keys
+        };
+        assert!(
+            3 + keys.len() + argv.len() <= 16,
+            "a script takes at most 9 arguments"
+        );
+        let head: [&[u8]; 3] = [
+            b"EVALSHA",
+            digests()[script as usize].as_bytes(),
+            if keys.len() == 3 { b"3" } else { b"4" },
+        ];
+        let mut len = 0;
+        for part in head.iter().chain(keys).chain(argv) {
+            parts[len] = part;
+            len += 1;
+        }
+        Call { parts, len }
+    }
+
+    pub fn parts(&self) -> &[&'a [u8]] {
+        &self.parts[..self.len]
+    }
+}
+
 /// The digest Redis names a script by: SHA-1, in lowercase hex.
 pub fn digest(script: &str) -> String {
     use sha1::Digest;
@@ -128,6 +187,30 @@ pub fn digest(script: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_names_the_digest_the_keys_and_the_arguments() {
+        let k = TopicKeys::new("t");
+        let call = Call::new(Script::Read, &k, &[b"t", b"0", b"100"]);
+        let digest = digest(READ);
+        let want: [&[u8]; 9] = [
+            b"EVALSHA",
+            digest.as_bytes(),
+            b"3",
+            b"{ps}:topics",
+            b"{ps}:m:t",
+            b"{ps}:h:t",
+            b"t",
+            b"0",
+            b"100",
+        ];
+        assert_eq!(call.parts(), want);
+        let call = Call::new(Script::Delete, &k, &[b"t", k.channel.as_bytes()]);
+        assert_eq!(
+            (call.parts()[2], call.parts()[6]),
+            (&b"4"[..], &b"{ps}:i:t"[..])
+        );
+    }
 
     #[test]
     fn every_key_of_a_topic_is_in_the_one_hash_slot() {

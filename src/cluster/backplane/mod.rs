@@ -1,0 +1,441 @@
+//! An instance's side of the cluster, sans-IO: one RESP3 connection to Redis over which it runs
+//! the scripts and follows every topic's channel, so its own events reach it before the
+//! replies that published them. The engine asks it to create, delete and publish, each with a
+//! ticket, and takes [`Event`]s back: answers for the tickets, topics appearing and going,
+//! events to deliver in seq order, resets. The loop moves the bytes, says when the connection
+//! is up or gone, and calls [`Backplane::tick`] for deadlines and reconnection.
+//!
+//! Groundwork for #11: tested against a real redis-server (`tests/cluster_backplane.rs`), not
+//! yet driven by the server. This file: the types, the connection's life and the requests;
+//! `follow.rs`: what arrives (replies and pushes) and the events it makes; `replies.rs`: the
+//! scripts' replies read.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+mod follow;
+mod replies;
+
+use super::link::{Link, LinkLimits};
+use super::mirror::Mirror;
+use super::scripts::{self, Call, Script, TopicKeys};
+use super::url::RedisUrl;
+
+/// What bounds the cluster's topics (the same for every instance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub max_topics: usize,
+    pub history_size: usize,
+    pub history_bytes: usize,
+    /// Events past a gap an instance holds while the gap is fetched.
+    pub max_held: usize,
+    pub link: LinkLimits,
+}
+
+/// The outcome of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Created {
+        epoch: String,
+    },
+    Exists,
+    Limit,
+    Deleted,
+    NotFound,
+    Published {
+        seq: u64,
+    },
+    Duplicate {
+        seq: u64,
+    },
+    /// Redis could not be asked, or did not answer: whether it was done is unknown (a publish
+    /// retried with the same message id is safe).
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<T> {
+    Answer {
+        ticket: T,
+        outcome: Outcome,
+    },
+    /// A topic exists (created anywhere, or found when connecting): follow it from `last`.
+    TopicCreated {
+        name: String,
+        epoch: String,
+    },
+    TopicDeleted {
+        name: String,
+    },
+    Deliver {
+        topic: String,
+        seq: u64,
+        event: Vec<u8>,
+    },
+    /// The topic is not what its subscribers followed (a new epoch, or events lost for good).
+    Reset {
+        topic: String,
+        epoch: String,
+    },
+    /// Connected and in step with Redis: requests are taken.
+    Up,
+    /// The connection is gone: requests are answered `Unavailable` until it is back.
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not connected; the next attempt is due at the given time.
+    Down {
+        retry_at: Instant,
+    },
+    /// Connected, loading scripts and reading the topics.
+    Syncing,
+    Up,
+}
+
+/// What a reply is for.
+#[derive(Debug)]
+enum Pending<T> {
+    /// Replies of the connection's setup whose content does not matter (errors do).
+    Setup,
+    Registry,
+    /// History of `topic`: all of it when first followed, or what may have been missed.
+    Read {
+        topic: String,
+    },
+    Request {
+        ticket: T,
+        kind: Kind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Create,
+    Delete,
+    Publish,
+}
+
+/// What an instance knows of one topic.
+#[derive(Debug)]
+struct Followed {
+    /// `None` until its history has been read. Its channel's messages are dropped meanwhile:
+    /// one that arrives before the read's reply, on the same connection, was published before
+    /// the read ran, so the read holds it.
+    mirror: Option<Mirror>,
+}
+
+/// The numbers every call of a script passes, as text.
+#[derive(Debug)]
+struct Argv {
+    max_topics: String,
+    history_size: String,
+    history_bytes: String,
+    /// Events a read asks for: all a history can hold.
+    read_count: String,
+}
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+pub struct Backplane<T> {
+    settings: Settings,
+    link: Link<Pending<T>>,
+    state: State,
+    backoff: Duration,
+    topics: HashMap<String, Followed>,
+    events: VecDeque<Event<T>>,
+    /// The settings as script arguments, written once.
+    argv: Argv,
+    /// Credentials and database for the connection's setup.
+    url: RedisUrl,
+}
+
+impl<T> Backplane<T> {
+    pub fn new(settings: Settings, url: RedisUrl, now: Instant) -> Backplane<T> {
+        Backplane {
+            settings,
+            link: Link::new(settings.link),
+            state: State::Down { retry_at: now },
+            backoff: BACKOFF_FIRST,
+            topics: HashMap::new(),
+            events: VecDeque::new(),
+            argv: Argv {
+                max_topics: settings.max_topics.to_string(),
+                history_size: settings.history_size.to_string(),
+                history_bytes: settings.history_bytes.to_string(),
+                read_count: settings.history_size.max(1).to_string(),
+            },
+            url,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the loop should open a connection now.
+    pub fn wants_connection(&self, now: Instant) -> bool {
+        matches!(self.state, State::Down { retry_at } if now >= retry_at)
+    }
+
+    /// The connection is open: set it up, load the scripts, follow every channel, read the
+    /// topics.
+    pub fn connected(&mut self, now: Instant) {
+        self.state = State::Syncing;
+        // A new connection starts with an empty link: its setup cannot be refused.
+        let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
+        if let Some(password) = &self.url.password {
+            hello.push(b"AUTH");
+            hello.push(self.url.username.as_deref().unwrap_or("default").as_bytes());
+            hello.push(password.as_bytes());
+        }
+        let db = self.url.db.to_string();
+        self.link.send_forced(Pending::Setup, &hello, now);
+        self.link
+            .send_forced(Pending::Setup, &[b"SELECT", db.as_bytes()], now);
+        for script in scripts::ALL {
+            self.link.send_forced(
+                Pending::Setup,
+                &[b"SCRIPT", b"LOAD", script.as_bytes()],
+                now,
+            );
+        }
+        let _ = self
+            .link
+            .send_unanswered(&[b"SUBSCRIBE", scripts::CONTROL.as_bytes()]);
+        let _ = self.link.send_unanswered(&[b"PSUBSCRIBE", b"{ps}:c:*"]);
+        self.link.send_forced(
+            Pending::Registry,
+            &[b"HGETALL", scripts::TOPICS.as_bytes()],
+            now,
+        );
+    }
+
+    /// The connection is gone (closed, failed, or a reply overdue): every request waiting is
+    /// answered `Unavailable`, and a new connection is due after a backoff.
+    pub fn connection_lost(&mut self, now: Instant) {
+        for pending in self.link.fail() {
+            if let Pending::Request { ticket, .. } = pending {
+                self.events.push_back(Event::Answer {
+                    ticket,
+                    outcome: Outcome::Unavailable,
+                });
+            }
+        }
+        if !matches!(self.state, State::Down { .. }) {
+            self.events.push_back(Event::Down);
+        }
+        self.state = State::Down {
+            retry_at: now + self.backoff,
+        };
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Deadlines: an overdue reply means the connection is dead.
+    pub fn tick(&mut self, now: Instant) {
+        if self.link.overdue(now) {
+            self.connection_lost(now);
+        }
+    }
+
+    /// When [`Backplane::tick`] or a new connection is next due.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        match self.state {
+            State::Down { retry_at } => Some(retry_at),
+            _ => self.link.next_deadline(),
+        }
+    }
+
+    pub fn unwritten(&self) -> &[u8] {
+        self.link.unwritten()
+    }
+
+    pub fn wrote(&mut self, n: usize) {
+        self.link.wrote(n);
+    }
+
+    /// Whether a request would be taken now (the window has room and the link is up).
+    pub fn has_room(&self) -> bool {
+        self.state == State::Up && self.link.has_room()
+    }
+
+    pub fn next_event(&mut self) -> Option<Event<T>> {
+        self.events.pop_front()
+    }
+
+    /// Sends a request's call, or answers it `Unavailable` at once when Redis is away or the
+    /// window is full (the caller should have asked `has_room`). Takes the fields it needs, so a
+    /// call may borrow the others.
+    fn request(
+        link: &mut Link<Pending<T>>,
+        events: &mut VecDeque<Event<T>>,
+        state: State,
+        ticket: T,
+        kind: Kind,
+        call: &Call<'_>,
+        now: Instant,
+    ) {
+        if state != State::Up || !link.has_room() {
+            events.push_back(Event::Answer {
+                ticket,
+                outcome: Outcome::Unavailable,
+            });
+            return;
+        }
+        let sent = link.send(Pending::Request { ticket, kind }, call.parts(), now);
+        debug_assert!(sent.is_ok(), "room was checked");
+    }
+
+    /// Creates `name` as `epoch` cluster-wide, within `MAX_TOPICS`.
+    pub fn create(&mut self, ticket: T, name: &str, epoch: &str, now: Instant) {
+        let k = TopicKeys::new(name);
+        let argv: [&[u8]; 3] = [
+            name.as_bytes(),
+            epoch.as_bytes(),
+            self.argv.max_topics.as_bytes(),
+        ];
+        let call = Call::new(Script::Create, &k, &argv);
+        Self::request(
+            &mut self.link,
+            &mut self.events,
+            self.state,
+            ticket,
+            Kind::Create,
+            &call,
+            now,
+        );
+    }
+
+    pub fn delete(&mut self, ticket: T, name: &str, now: Instant) {
+        let k = TopicKeys::new(name);
+        let call = Call::new(Script::Delete, &k, &[name.as_bytes(), k.channel.as_bytes()]);
+        Self::request(
+            &mut self.link,
+            &mut self.events,
+            self.state,
+            ticket,
+            Kind::Delete,
+            &call,
+            now,
+        );
+    }
+
+    /// Publishes the event `head .. seq .. tail` (`protocol::event_parts`) with message `id`.
+    pub fn publish(
+        &mut self,
+        ticket: T,
+        topic: &str,
+        id: &str,
+        head: &[u8],
+        tail: &[u8],
+        now: Instant,
+    ) {
+        let k = TopicKeys::new(topic);
+        let argv: [&[u8]; 7] = [
+            topic.as_bytes(),
+            id.as_bytes(),
+            head,
+            tail,
+            self.argv.history_size.as_bytes(),
+            self.argv.history_bytes.as_bytes(),
+            k.channel.as_bytes(),
+        ];
+        let call = Call::new(Script::Publish, &k, &argv);
+        Self::request(
+            &mut self.link,
+            &mut self.events,
+            self.state,
+            ticket,
+            Kind::Publish,
+            &call,
+            now,
+        );
+    }
+
+    /// Reads `topic`'s history after `after`; the backplane's own command, sent past the window
+    /// rather than lost.
+    fn read(&mut self, topic: &str, after: u64, now: Instant) {
+        let k = TopicKeys::new(topic);
+        let after = after.to_string();
+        let argv: [&[u8]; 3] = [
+            topic.as_bytes(),
+            after.as_bytes(),
+            self.argv.read_count.as_bytes(),
+        ];
+        let call = Call::new(Script::Read, &k, &argv);
+        let pending = Pending::Read {
+            topic: topic.to_string(),
+        };
+        self.link.send_forced(pending, call.parts(), now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backplane() -> Backplane<u32> {
+        let settings = Settings {
+            max_topics: 10,
+            history_size: 100,
+            history_bytes: 1 << 20,
+            max_held: 10,
+            link: LinkLimits::default(),
+        };
+        Backplane::new(
+            settings,
+            RedisUrl::parse("redis://:pw@h/3").unwrap(),
+            Instant::now(),
+        )
+    }
+
+    #[test]
+    fn without_a_connection_every_request_is_unavailable_at_once() {
+        let mut b = backplane();
+        let now = Instant::now();
+        assert!(b.wants_connection(now) && !b.has_room());
+        b.publish(1, "t", "id", b"{", b"}", now);
+        b.create(2, "t", "e", now);
+        assert_eq!(
+            [b.next_event(), b.next_event()],
+            [1, 2].map(|ticket| Some(Event::Answer {
+                ticket,
+                outcome: Outcome::Unavailable
+            }))
+        );
+        assert!(b.unwritten().is_empty(), "nothing was sent");
+    }
+
+    #[test]
+    fn a_connection_starts_with_its_credentials_database_scripts_and_subscriptions() {
+        let mut b = backplane();
+        b.connected(Instant::now());
+        let setup = String::from_utf8_lossy(b.unwritten()).into_owned();
+        for part in [
+            "HELLO",
+            "AUTH",
+            "default",
+            "pw",
+            "SELECT",
+            "$1\r\n3",
+            "SCRIPT",
+            "PSUBSCRIBE",
+            "{ps}:c:*",
+            "HGETALL",
+        ] {
+            assert!(setup.contains(part), "{part} in {setup}");
+        }
+        // A lost connection gives up the waiting setup and backs off, doubling.
+        let now = Instant::now();
+        b.connection_lost(now);
+        assert!(!b.wants_connection(now) && b.wants_connection(now + BACKOFF_FIRST));
+        b.connected(now);
+        b.connection_lost(now);
+        assert!(
+            !b.wants_connection(now + BACKOFF_FIRST) && b.wants_connection(now + 2 * BACKOFF_FIRST)
+        );
+        assert_eq!(b.next_event(), Some(Event::Down));
+    }
+}
