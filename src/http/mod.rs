@@ -2,6 +2,7 @@
 //! without I/O.
 
 pub mod chunked;
+mod framing;
 pub mod request;
 pub mod response;
 pub mod target;
