@@ -332,10 +332,6 @@ fn run(addr: SocketAddr, count: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>)
     Ok(())
 }
 
-fn ms(ns: u64) -> serde_json::Value {
-    json!(ns as f64 / 1e6)
-}
-
 fn mib(bytes: u64) -> serde_json::Value {
     json!(bytes as f64 / (1024.0 * 1024.0))
 }
@@ -407,14 +403,8 @@ pub fn hostile(opts: &Opts) -> Report {
             )
         })
         .collect();
-    let rows = vec![
+    let mut rows = vec![
         ("attackers", json!(count)),
-        ("probe_unloaded_p50_ms", ms(quiet.quantile(0.50))),
-        ("probe_unloaded_p99_ms", ms(quiet.quantile(0.99))),
-        ("probe_round_trips_loaded", json!(loaded.n)),
-        ("probe_loaded_p50_ms", ms(loaded.quantile(0.50))),
-        ("probe_loaded_p99_ms", ms(p99)),
-        ("probe_loaded_max_ms", ms(loaded.max_ns)),
         ("server_rss_before_mib", mib(baseline)),
         ("server_rss_peak_mib", mib(peak)),
         ("server_rss_bound_mib", mib(bound)),
@@ -452,6 +442,7 @@ pub fn hostile(opts: &Opts) -> Report {
         ("target_rss_within_bound", json!(peak <= bound)),
         ("target_p99_50ms_met", json!(p99 <= 50_000_000)),
     ];
+    rows.splice(1..1, measure::probe_rows(&quiet, &loaded));
     if let Err(e) = &attack_result {
         eprintln!("pubsub-bench hostile: the attackers stopped: {e}");
     }

@@ -67,6 +67,25 @@ impl Latency {
     }
 }
 
+/// Nanoseconds as milliseconds, the unit every report gives latencies in.
+pub fn ms(ns: u64) -> serde_json::Value {
+    serde_json::json!(ns as f64 / 1e6)
+}
+
+/// The probe's figures of a run with attackers (`noisy`, `hostile`): its round trips and
+/// latencies before the attack and under it.
+pub fn probe_rows(quiet: &Latency, loaded: &Latency) -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("probe_round_trips_unloaded", serde_json::json!(quiet.n)),
+        ("probe_unloaded_p50_ms", ms(quiet.quantile(0.50))),
+        ("probe_unloaded_p99_ms", ms(quiet.quantile(0.99))),
+        ("probe_round_trips_loaded", serde_json::json!(loaded.n)),
+        ("probe_loaded_p50_ms", ms(loaded.quantile(0.50))),
+        ("probe_loaded_p99_ms", ms(loaded.quantile(0.99))),
+        ("probe_loaded_max_ms", ms(loaded.max_ns)),
+    ]
+}
+
 /// User plus system CPU time of a process, from /proc/<pid>/stat.
 pub fn process_cpu(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

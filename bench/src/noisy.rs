@@ -242,10 +242,6 @@ pub fn fill_ring(target: &Target) {
     drop(filler);
 }
 
-fn ms(ns: u64) -> serde_json::Value {
-    json!(ns as f64 / 1e6)
-}
-
 pub fn noisy(opts: &Opts) -> Report {
     let n = opts.attackers;
     let kinds = match attacks(&opts.attack, n) {
@@ -292,17 +288,10 @@ pub fn noisy(opts: &Opts) -> Report {
     let loaded = loaded.unwrap_or_else(|_| Latency::new());
     let p99 = loaded.quantile(0.99);
     let kind_names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-    let rows = vec![
+    let mut rows = vec![
         ("attackers", json!(n)),
         ("attack", json!(opts.attack)),
         ("attack_kinds", json!(kind_names)),
-        ("probe_round_trips_unloaded", json!(quiet.n)),
-        ("probe_unloaded_p50_ms", ms(quiet.quantile(0.50))),
-        ("probe_unloaded_p99_ms", ms(quiet.quantile(0.99))),
-        ("probe_round_trips_loaded", json!(loaded.n)),
-        ("probe_loaded_p50_ms", ms(loaded.quantile(0.50))),
-        ("probe_loaded_p99_ms", ms(p99)),
-        ("probe_loaded_max_ms", ms(loaded.max_ns)),
         (
             "attack_mb_per_sec_sent",
             json!(sent as f64 / 1e6 / elapsed.as_secs_f64()),
@@ -318,6 +307,7 @@ pub fn noisy(opts: &Opts) -> Report {
         ),
         ("target_p99_20ms_met", json!(p99 <= 20_000_000)),
     ];
+    rows.splice(3..3, measure::probe_rows(&quiet, &loaded));
     Report {
         name: "noisy".into(),
         rows,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::client::{Fleet, Kind, Phase};
-use crate::measure::{self, Latency};
+use crate::measure::{self, ms, Latency};
 use crate::{Opts, Target};
 
 pub struct Report {
@@ -246,10 +246,6 @@ fn drive_watching(
         publish_errors,
         allocations,
     }
-}
-
-fn ms(ns: u64) -> Value {
-    json!(ns as f64 / 1e6)
 }
 
 /// The quantiles a latency distribution is reported at, for the report's percentile plots.
