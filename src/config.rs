@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::cluster::url::RedisUrl;
 use crate::log::Level;
 
 /// Everything the server needs to know before it binds its port.
@@ -45,6 +46,10 @@ pub struct Config {
     pub publish_rate_burst: u32,
     /// Connections one IP address may hold (0: unlimited).
     pub max_connections_per_ip: usize,
+    /// Cluster mode: the Redis every instance shares (`REDIS_URL`).
+    pub redis_url: Option<RedisUrl>,
+    /// This instance's name in `/health`, `/stats` and logs (`INSTANCE_ID`; random when unset).
+    pub instance_id: Option<String>,
 }
 
 /// A value that never appears in logs or debug output.
@@ -122,6 +127,8 @@ impl Default for Config {
             publish_rate_limit: 0,
             publish_rate_burst: 0,
             max_connections_per_ip: 0,
+            redis_url: None,
+            instance_id: None,
         }
     }
 }
@@ -251,6 +258,25 @@ impl Config {
             publish_rate_limit: env.int("PUBLISH_RATE_LIMIT", 0, 0, 1_000_000)? as u32,
             publish_rate_burst: env.int("PUBLISH_RATE_BURST", 0, 0, 1_000_000)? as u32,
             max_connections_per_ip: env.size("MAX_CONNECTIONS_PER_IP", 0, 0, 1_000_000)?,
+            redis_url: env
+                .parse(
+                    "REDIS_URL",
+                    None,
+                    "redis://[[user]:password@]host[:port][/db] or unix:///path/to/redis.sock",
+                    |s| RedisUrl::parse(s).ok().map(Some),
+                )
+                .map_err(ConfigError::hide_value)?,
+            instance_id: env.parse(
+                "INSTANCE_ID",
+                None,
+                "1 to 64 letters, digits, '-', '_' or '.'",
+                |s| {
+                    let ok = (1..=64).contains(&s.len())
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                    ok.then(|| Some(s.to_string()))
+                },
+            )?,
         };
         Ok(config)
     }
@@ -379,6 +405,8 @@ mod tests {
             ("ALLOWED_ORIGINS", "example.com"),
             ("ALLOWED_ORIGINS", ","),
             ("PUBLISH_RATE_LIMIT", "-5"),
+            ("REDIS_URL", "http://x"),
+            ("INSTANCE_ID", "has space"),
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var);
@@ -389,6 +417,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("0 to 65535"));
+    }
+
+    #[test]
+    fn a_redis_url_is_read_and_a_bad_one_never_repeated() {
+        let c = load(&[
+            ("REDIS_URL", "redis://:pw@cache:6380/2"),
+            ("INSTANCE_ID", "a-1"),
+        ])
+        .unwrap();
+        let url = c.redis_url.unwrap();
+        assert_eq!((url.password.as_deref(), url.db), (Some("pw"), 2));
+        assert_eq!(c.instance_id.as_deref(), Some("a-1"));
+        let err = load(&[("REDIS_URL", "redis://:s3cret@h:99999")]).unwrap_err();
+        assert!(
+            err.value.is_none() && !err.to_string().contains("s3cret"),
+            "{err}"
+        );
     }
 
     #[test]

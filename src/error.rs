@@ -52,6 +52,7 @@ error_codes! {
     HeadersTooLarge => "HEADERS_TOO_LARGE",
     UpgradeRequired => "UPGRADE_REQUIRED",
     ServiceUnavailable => "SERVICE_UNAVAILABLE",
+    Unavailable => "UNAVAILABLE",
 }
 
 impl fmt::Display for ErrorCode {
@@ -85,6 +86,9 @@ pub enum Failure {
     AtCapacity,
     /// An upgrade that arrived after shutdown began.
     ShuttingDown,
+    /// Cluster mode: Redis could not be asked, or did not answer in time. Whether a change was
+    /// made is unknown; a publish retried with the same message id is never published twice.
+    Unavailable,
 }
 
 /// How a failure appears on the wire.
@@ -160,6 +164,7 @@ impl Failure {
             Failure::RateLimited { .. } => wire(429, RateLimited),
             Failure::SlowConsumer { .. } => wire(503, SlowConsumer),
             Failure::AtCapacity | Failure::ShuttingDown => wire(503, ServiceUnavailable),
+            Failure::Unavailable => wire(503, Unavailable),
         }
     }
 
@@ -223,6 +228,9 @@ impl fmt::Display for Failure {
                 f.write_str("the server is at its connection limit; try again later")
             }
             Failure::ShuttingDown => f.write_str("the server is shutting down"),
+            Failure::Unavailable => f.write_str(
+                "the cluster's Redis is not reachable from this instance; retrying is safe",
+            ),
         }
     }
 }

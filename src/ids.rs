@@ -113,6 +113,15 @@ pub enum Replay {
     SinceSeq(u64),
 }
 
+/// 64 random bits, from the keys the standard library draws from the OS for each `RandomState`
+/// (no extra crate for the few values the server needs: an instance id, DNS query ids).
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,8 @@ pub struct Gauges {
     pub subscriptions: usize,
     pub uptime: Duration,
     pub buffered: crate::rest::Buffered,
+    /// Cluster mode: the instance's place in its cluster.
+    pub cluster: Option<crate::rest::ClusterStatus>,
 }
 
 struct Out(String);
@@ -43,6 +45,68 @@ impl Out {
         }
         let _ = writeln!(self.0, "{name}_sum {}\n{name}_count {}", h.sum, h.count);
     }
+}
+
+/// Cluster mode's series: per instance, all of them (each instance is scraped on its own).
+fn cluster(out: &mut Out, c: &crate::rest::ClusterStatus) {
+    out.one(
+        "pubsub_cluster_engine_up",
+        "gauge",
+        "1 when the instance is connected to Redis and in step with it, else 0.",
+        u8::from(c.is_up()),
+    );
+    out.one(
+        "pubsub_cluster_lag_seconds",
+        "gauge",
+        "How long the oldest command to Redis has waited for its reply.",
+        c.lag_ms as f64 / 1000.0,
+    );
+    out.one(
+        "pubsub_cluster_in_flight",
+        "gauge",
+        "Commands sent to Redis and not yet answered.",
+        c.in_flight,
+    );
+    let k = &c.counters;
+    for (name, help, value) in [
+        (
+            "pubsub_cluster_reconnects_total",
+            "Connections to Redis made after the first.",
+            k.reconnects,
+        ),
+        (
+            "pubsub_cluster_gaps_filled_total",
+            "Gaps in a topic's stream filled from its stored history.",
+            k.gaps_filled,
+        ),
+        (
+            "pubsub_cluster_data_lost_total",
+            "Reconnects that found Redis had lost its data (its topics were created again).",
+            k.data_lost,
+        ),
+        (
+            "pubsub_cluster_resets_total",
+            "Topics whose subscribers were told reset (a new epoch, or events lost for good).",
+            k.resets,
+        ),
+        (
+            "pubsub_cluster_unavailable_total",
+            "Requests answered UNAVAILABLE.",
+            k.unavailable,
+        ),
+        (
+            "pubsub_cluster_probes_total",
+            "Idle probes of the connection to Redis.",
+            k.probes,
+        ),
+    ] {
+        out.one(name, "counter", help, value);
+    }
+    out.histogram(
+        "pubsub_cluster_round_trip_microseconds",
+        "From a request being asked of Redis to its answer.",
+        &k.round_trip_us,
+    );
 }
 
 pub fn render(stats: &Stats, gauges: &Gauges) -> String {
@@ -255,6 +319,9 @@ pub fn render(stats: &Stats, gauges: &Gauges) -> String {
         "Frames completed by one write call.",
         &l.frames_per_write,
     );
+    if let Some(c) = &gauges.cluster {
+        cluster(&mut out, c);
+    }
     out.0
 }
 
@@ -273,6 +340,7 @@ mod tests {
                 topics: 2,
                 subscriptions: 5,
                 uptime: Duration::from_secs(7),
+                cluster: None,
                 buffered: crate::rest::Buffered {
                     input_bytes: 11,
                     output_bytes: 13,

@@ -111,6 +111,25 @@ pub struct MessageStats {
     pub rate_limited: u64,
 }
 
+/// Cluster mode: what this instance did with Redis since start.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ClusterStats {
+    /// Connections to Redis made after the first.
+    pub reconnects: u64,
+    /// Gaps in a topic's stream filled from its stored history.
+    pub gaps_filled: u64,
+    /// Reconnects that found Redis had lost its data; its topics were created again.
+    pub data_lost: u64,
+    /// Topics whose subscribers were told `reset` (a new epoch, or events lost for good).
+    pub resets: u64,
+    /// Requests answered `UNAVAILABLE` (Redis away, or its answer overdue).
+    pub unavailable: u64,
+    /// Idle probes of the connection.
+    pub probes: u64,
+    /// How long requests took from being asked of Redis to its answer, in microseconds.
+    pub round_trip_us: Histogram,
+}
+
 /// Event-loop internals, for people studying how the loop behaves under load.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct LoopStats {
@@ -160,6 +179,7 @@ pub struct Stats {
     pub messages: MessageStats,
     #[serde(rename = "loop")]
     pub event_loop: LoopStats,
+    pub cluster: ClusterStats,
 }
 
 #[cfg(test)]

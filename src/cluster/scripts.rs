@@ -16,6 +16,9 @@
 
 /// The registry of topics.
 pub const TOPICS: &str = "{ps}:topics";
+/// A random value set once (`SET NX`) by the first instance to connect: the data set's
+/// identity. Another value after a reconnect means Redis lost its data meanwhile.
+pub const BOOT: &str = "{ps}:boot";
 /// Topic creations (`created:<epoch>:<name>`) and deletions (`deleted:<epoch>:<name>`); the
 /// epoch first, since a topic name may hold colons and an epoch does not.
 pub const CONTROL: &str = "{ps}:ctl";

@@ -105,6 +105,9 @@ pub(super) struct Marks {
     pub write_interest: bool,
     /// Counted against `MAX_CONNECTIONS_PER_IP`.
     pub ip_counted: bool,
+    /// Drain once the answers waiting for Redis are out (the request asked to close, or the
+    /// peer closed its side meanwhile).
+    pub drain_after_answers: bool,
 }
 
 #[derive(Debug)]
@@ -117,7 +120,7 @@ pub(super) struct Conn<S> {
     /// back by the budget or a pause.
     pub input: Vec<u8>,
     pub out: OutQueue,
-    /// Answers held back behind one that is not ready yet (none today; room for cluster mode).
+    /// Answers held back behind one that waits for Redis (cluster mode).
     pub answers: Option<Box<AnswerOrder>>,
     /// When the connection expires (header, idle or close linger), if it can.
     pub deadline: Option<Instant>,

@@ -69,6 +69,7 @@ impl<S> Engine<S> {
                         ..HttpState::default()
                     };
                     let keep_alive = request.keep_alive && !self.shutting_down;
+                    let cluster = self.cluster_status(now);
                     let conns = &self.conns;
                     let buffered = || {
                         conns
@@ -87,6 +88,7 @@ impl<S> Engine<S> {
                         unix_ms: self.unix_ms,
                         started: self.started,
                         shutting_down: self.shutting_down,
+                        cluster,
                     };
                     let outcome = rest::handle(&mut state, &request, now);
                     self.apply(outcome.effect);
@@ -106,6 +108,20 @@ impl<S> Engine<S> {
                             };
                             self.set_deadline(key, now + timeout);
                         }
+                        Answer::Backplane { change, headers } => {
+                            self.cluster_change(
+                                key,
+                                change,
+                                headers,
+                                keep_alive,
+                                request.http10,
+                                now,
+                            );
+                            if !keep_alive {
+                                return (buf.len(), Stop::Done);
+                            }
+                            self.set_deadline(key, now + self.config.idle_timeout);
+                        }
                         Answer::Upgrade { accept, echo } => {
                             self.upgrade(key, &accept, echo, now);
                             return (pos, Stop::Upgraded);
@@ -124,7 +140,7 @@ impl<S> Engine<S> {
     }
 
     /// What a REST answer means for other connections.
-    fn apply(&mut self, effect: Effect) {
+    pub(super) fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::None => {}
             Effect::UpgradeRefused(reason) => self.stats.connections.upgrades_refused.add(reason),

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::conn::Lifecycle;
-use super::{Engine, PAUSE_BYTES};
+use super::{Engine, MAX_DEFERRED, PAUSE_BYTES};
 
 impl<S> Engine<S> {
     /// Whether reading this connection's transport is useful now.
@@ -25,7 +25,7 @@ impl<S> Engine<S> {
             // Closing connections only look for the peer's close; draining ones drop input.
             Lifecycle::Closing(_) | Lifecycle::Draining { .. } | Lifecycle::Closed => return false,
         };
-        c.out.cost() >= limit || c.answers.as_ref().is_some_and(|a| a.held() > 0)
+        c.out.cost() >= limit || c.answers.as_ref().is_some_and(|a| a.held() >= MAX_DEFERRED)
     }
 
     /// Handles input within one tick's budget: `fresh` bytes just read (parsed where they

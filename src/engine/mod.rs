@@ -17,6 +17,7 @@
 //! passes the monotonic and the wall-clock time.
 
 mod answers;
+pub mod cluster;
 mod conn;
 mod http;
 mod input;
@@ -68,6 +69,9 @@ pub const WRITE_BUDGET: usize = 1024 * 1024;
 /// Reads of one connection per tick (each fills at most the loop's 64 KiB buffer), while its
 /// input budget lasts.
 pub const READS_PER_TICK: u8 = 16;
+/// Requests of one connection whose answers may wait for Redis (cluster mode) before its next
+/// request waits too: a publisher pipelines this many publishes, no more.
+pub const MAX_DEFERRED: usize = 64;
 
 /// What the transport reported for a connection.
 #[derive(Debug, Clone, Copy, Default)]
@@ -143,6 +147,8 @@ pub struct Engine<S> {
     started: Instant,
     next_heartbeat: Instant,
     shutting_down: bool,
+    /// Cluster mode (`REDIS_URL`): the backplane and what waits on it.
+    cluster: Option<cluster::Cluster>,
 }
 
 impl<S> Engine<S> {
@@ -153,7 +159,15 @@ impl<S> Engine<S> {
             history_size: config.topic_history_size,
             history_bytes: config.topic_history_bytes,
         });
+        let cluster = config.redis_url.clone().map(|url| {
+            let instance = config
+                .instance_id
+                .clone()
+                .unwrap_or_else(|| format!("{:012x}", crate::ids::random_u64() >> 16));
+            cluster::Cluster::new(url, cluster::settings(&config), instance, now)
+        });
         Engine {
+            cluster,
             next_heartbeat: now + config.heartbeat_interval,
             config,
             conns: Slab::new(),
@@ -351,6 +365,11 @@ impl<S> Engine<S> {
                 c.marks.readable = false;
                 c.marks.read_to_end = false;
                 c.marks.input_ended = true;
+                if c.answers.is_some() && matches!(c.state, Lifecycle::Http(_)) {
+                    // Answers still wait for Redis: the connection drains once they are out.
+                    c.marks.drain_after_answers = true;
+                    return;
+                }
                 // (A connection holding input back is not read, so every request that came
                 // before the end has been handled.) Answers already queued still go out.
                 match c.state {
@@ -385,6 +404,10 @@ impl<S> Engine<S> {
                     self.resume_reading(key);
                 }
             }
+        }
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.backplane.tick(now);
+            self.cluster_events(now);
         }
         self.expire(now);
     }

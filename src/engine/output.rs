@@ -144,7 +144,12 @@ impl<S> Engine<S> {
 
     /// A deferred answer arrived: it, and the answers held behind it, go out in order. One for
     /// a connection that has gone is dropped, even when its slot holds a new connection now.
-    pub fn complete_answer(&mut self, deferred: DeferredAnswer, frames: Vec<Vec<u8>>) {
+    pub fn complete_answer(
+        &mut self,
+        deferred: DeferredAnswer,
+        frames: Vec<Vec<u8>>,
+        now: Instant,
+    ) {
         let DeferredAnswer { conn, ticket } = deferred;
         let Some(key) = self.key_of(conn) else {
             return;
@@ -154,11 +159,16 @@ impl<S> Engine<S> {
             return;
         };
         let released = order.complete(ticket, frames.into_iter().map(Chunk::Owned).collect());
-        if order.held() == 0 {
+        let all_out = order.held() == 0;
+        if all_out {
             c.answers = None;
         }
         for chunk in released {
             self.push(key, chunk, Bound::Exempt);
+        }
+        if all_out && self.conns[key].marks.drain_after_answers {
+            self.drain(key, now);
+            return;
         }
         if !self.paused(key) {
             self.resume_reading(key);

@@ -28,7 +28,14 @@ impl<S> Engine<S> {
     /// When the engine next has timed work: the nearest deadline or heartbeat.
     pub fn next_wakeup(&self) -> Instant {
         let timer = self.timers.peek().map(|Reverse((t, _))| *t);
-        timer.map_or(self.next_heartbeat, |t| t.min(self.next_heartbeat))
+        let backplane = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.backplane.next_wakeup());
+        [timer, backplane]
+            .into_iter()
+            .flatten()
+            .fold(self.next_heartbeat, Instant::min)
     }
 
     /// Expires deadlines and sends heartbeats due by `now`.

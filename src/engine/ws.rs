@@ -35,6 +35,9 @@ impl<S> Engine<S> {
             if let Some(stop) = self.hold(key, &buf[pos..], *budget) {
                 return (pos, stop);
             }
+            if pos < buf.len() && self.stall_for_window(key) {
+                return (pos, Stop::Paused);
+            }
             let c = &mut self.conns[key];
             let (Lifecycle::Open(ws) | Lifecycle::Closing(ws)) = &mut c.state else {
                 return (buf.len(), Stop::Done);
@@ -123,6 +126,13 @@ impl<S> Engine<S> {
         let ts = self.ts;
         let frame = match incoming.message {
             ClientMessage::Ping => protocol::pong_frame(rid, &ts),
+            ClientMessage::Subscribe { topic, .. }
+                if self.cluster.is_some() && !self.cluster_up() =>
+            {
+                // The local topics may be behind Redis's: nothing is promised from them.
+                self.stats.cluster.unavailable += 1;
+                Failure::Unavailable.frame(rid, Some(&topic), &ts)
+            }
             ClientMessage::Subscribe {
                 topic,
                 client_id,
@@ -164,6 +174,17 @@ impl<S> Engine<S> {
                     per_second: self.config.publish_rate_limit,
                 };
                 failure.frame(rid, None, &ts)
+            }
+            ClientMessage::Publish {
+                topic,
+                id: message_id,
+                payload,
+                ..
+            } if self.cluster.is_some() => {
+                match self.cluster_publish(key, rid, &topic, &message_id, payload, now) {
+                    Some(refused) => refused,
+                    None => return,
+                }
             }
             ClientMessage::Publish {
                 topic,
@@ -233,7 +254,16 @@ impl<S> Engine<S> {
         let mut targets = std::mem::take(&mut self.fanout);
         targets.clear();
         targets.extend_from_slice(published.subscribers);
+        self.fanout = targets;
         self.stats.messages.published += 1;
+        self.fan_out(&frame);
+        Ok((seq, false))
+    }
+
+    /// Queues one shared event frame for every connection in `self.fanout` that still takes
+    /// events.
+    pub(super) fn fan_out(&mut self, frame: &Rc<[u8]>) {
+        let targets = std::mem::take(&mut self.fanout);
         // The hot loop: one slab lookup and a pointer push per subscriber, touching only the
         // connection's own fields (the WebSocket state behind its Box stays cold).
         let mut delivered = 0;
@@ -254,7 +284,6 @@ impl<S> Engine<S> {
         }
         self.stats.messages.delivered += delivered as u64;
         self.fanout = targets;
-        Ok((seq, false))
     }
 
     /// The socket refused and the live events left are over `SUBSCRIBER_QUEUE_SIZE` frames or

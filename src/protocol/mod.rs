@@ -16,7 +16,7 @@ mod members;
 mod server;
 pub use server::{
     error_frame, event_frame, event_frame_into, event_parts, frame_in_place, info_frame,
-    pong_frame, text_frame, Ack, MAX_SERVER_HEADER,
+    pong_frame, reset_frame, text_frame, Ack, MAX_SERVER_HEADER,
 };
 
 #[derive(Debug)]

@@ -155,6 +155,30 @@ pub fn info_frame(msg: &str, topic: Option<&str>, ts: &str) -> Vec<u8> {
 }
 
 #[derive(Serialize)]
+struct ResetNotice<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    msg: &'static str,
+    topic: &'a str,
+    epoch: &'a str,
+    seq: u64,
+    ts: &'a str,
+}
+
+/// Cluster mode: the topic's stream broke (a new epoch, or events lost for good); the next
+/// event follows `seq` of `epoch`, and what came between is not coming.
+pub fn reset_frame(topic: &str, epoch: &str, seq: u64, ts: &str) -> Vec<u8> {
+    text_frame(&ResetNotice {
+        kind: "info",
+        msg: "reset",
+        topic,
+        epoch,
+        seq,
+        ts,
+    })
+}
+
+#[derive(Serialize)]
 struct EventMessage<'a> {
     #[serde(rename = "type")]
     kind: &'static str,

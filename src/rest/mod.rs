@@ -35,6 +35,35 @@ pub struct State<'a> {
     /// What the connections hold in their buffers now; counted only when asked (`/stats`,
     /// `/metrics`), since it visits every connection.
     pub buffered: &'a dyn Fn() -> Buffered,
+    /// Cluster mode: where this instance stands with Redis. Topics are then created and
+    /// deleted by Redis ([`Answer::Backplane`]).
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// An instance's place in its cluster, as `/health`, `/stats` and `/metrics` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    pub instance: String,
+    /// `up`, `syncing` (connected, reading the topics) or `down`.
+    pub engine: &'static str,
+    /// How long the oldest command to Redis has waited for its reply.
+    pub lag_ms: u64,
+    pub in_flight: usize,
+    #[serde(flatten)]
+    pub counters: crate::stats::ClusterStats,
+}
+
+impl ClusterStatus {
+    pub fn is_up(&self) -> bool {
+        self.engine == "up"
+    }
+}
+
+/// A change only Redis can make, in cluster mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Create { name: String, epoch: String },
+    Delete { name: String },
 }
 
 /// Bytes held in connections' buffers, server-wide.
@@ -59,6 +88,12 @@ pub enum Answer {
     Upgrade {
         accept: String,
         echo: bool,
+    },
+    /// Cluster mode: the change is asked of Redis; its answer ([`change_response`]) carries
+    /// these headers.
+    Backplane {
+        change: Change,
+        headers: Vec<(&'static str, String)>,
     },
 }
 
@@ -132,6 +167,39 @@ fn route(state: &mut State<'_>, request: &Request<'_>, now: Instant) -> Outcome 
             (Some(key), _) => guard::check_api_key(request, key, false),
         });
     let mut effect = Effect::None;
+    if let (Ok(()), Some(cluster)) = (&authorised, &state.cluster) {
+        let change = match &rest {
+            RestRoute::CreateTopic => Some(body::topic_name(&request.body).map(|name| {
+                Change::Create {
+                    name: name.as_str().to_string(),
+                    // Unique across instances too: two may create the name in one millisecond.
+                    epoch: format!("{}-{}", state.epochs.next(state.unix_ms), cluster.instance),
+                }
+            })),
+            RestRoute::DeleteTopic(name) => Some(Ok(Change::Delete { name: name.clone() })),
+            _ => None,
+        };
+        let answer = match change {
+            None => None,
+            Some(Err(e)) => Some(Answer::Respond(Failure::from(e).response())),
+            Some(Ok(_)) if !cluster.is_up() => {
+                Some(Answer::Respond(Failure::Unavailable.response()))
+            }
+            Some(Ok(change)) => Some(Answer::Backplane {
+                change,
+                headers: guard::cors_headers(request, origins),
+            }),
+        };
+        if let Some(mut answer) = answer {
+            if let Answer::Respond(r) = &mut answer {
+                r.headers.extend(guard::cors_headers(request, origins));
+            }
+            return Outcome {
+                answer,
+                effect: Effect::None,
+            };
+        }
+    }
     let result = authorised.map_err(Failure::from).and_then(|()| match rest {
         RestRoute::ListTopics => Ok(views::topics(state)),
         RestRoute::CreateTopic => create_topic(state, &request.body),
@@ -198,19 +266,48 @@ fn create_topic(state: &mut State<'_>, body: &[u8]) -> Result<Response, Failure>
     let epoch = state.epochs.next(state.unix_ms);
     state.broker.create_topic(&name, &epoch)?;
     crate::log!(Level::Info, "topic_created", "topic" => name.as_str());
-    Ok(Response::json(
+    Ok(created(name.as_str()))
+}
+
+fn created(name: &str) -> Response {
+    Response::json(
         201,
-        &serde_json::json!({"status": "created", "topic": name.as_str()}),
-    ))
+        &serde_json::json!({"status": "created", "topic": name}),
+    )
+}
+
+fn deleted(name: &str) -> Response {
+    Response::json(
+        200,
+        &serde_json::json!({"status": "deleted", "topic": name}),
+    )
+}
+
+/// Cluster mode: the answer to a change once Redis has answered (`Err` for a refusal).
+pub fn change_response(
+    change: &Change,
+    result: Result<(), Failure>,
+    headers: Vec<(&'static str, String)>,
+) -> Response {
+    let mut response = match (change, result) {
+        (_, Err(e)) => e.response(),
+        (Change::Create { name, .. }, Ok(())) => {
+            crate::log!(Level::Info, "topic_created", "topic" => name.as_str());
+            created(name)
+        }
+        (Change::Delete { name }, Ok(())) => {
+            crate::log!(Level::Info, "topic_deleted", "topic" => name.as_str());
+            deleted(name)
+        }
+    };
+    response.headers.extend(headers);
+    response
 }
 
 fn delete_topic(state: &mut State<'_>, name: &str) -> Result<(Response, Effect), Failure> {
     let subscribers = state.broker.delete_topic(name)?;
     crate::log!(Level::Info, "topic_deleted", "topic" => name, "subscribers" => subscribers.len());
-    let response = Response::json(
-        200,
-        &serde_json::json!({"status": "deleted", "topic": name}),
-    );
+    let response = deleted(name);
     let effect = Effect::TopicDeleted {
         topic: name.to_string(),
         subscribers,
@@ -238,6 +335,7 @@ mod tests {
             started: now,
             shutting_down: false,
             buffered: &Buffered::default,
+            cluster: None,
         };
         let limits = RequestLimits {
             max_header_bytes: 8192,
@@ -253,6 +351,7 @@ mod tests {
         match &o.answer {
             Answer::Respond(r) => r.status,
             Answer::Upgrade { .. } => 101,
+            Answer::Backplane { .. } => 0,
         }
     }
 

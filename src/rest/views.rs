@@ -31,15 +31,24 @@ pub fn topics(state: &State<'_>) -> Response {
     Response::json(200, &List { topics })
 }
 
+/// In cluster mode 503 while the instance is not in step with Redis, so a load balancer
+/// drains it; `topics` is then the cluster's, `subscribers` this instance's.
 pub fn health(state: &State<'_>, now: Instant) -> Response {
-    Response::json(
-        200,
-        &serde_json::json!({
-            "uptime_sec": state.uptime(now).as_secs(),
-            "topics": state.broker.topic_count(),
-            "subscribers": state.broker.subscription_count(),
-        }),
-    )
+    let mut body = serde_json::json!({
+        "uptime_sec": state.uptime(now).as_secs(),
+        "topics": state.broker.topic_count(),
+        "subscribers": state.broker.subscription_count(),
+    });
+    let mut status = 200;
+    if let Some(c) = &state.cluster {
+        body["instance"] = c.instance.clone().into();
+        body["engine"] = c.engine.into();
+        body["lag_ms"] = c.lag_ms.into();
+        if !c.is_up() {
+            status = 503;
+        }
+    }
+    Response::json(status, &body)
 }
 
 pub fn stats(state: &State<'_>, now: Instant) -> Response {
@@ -60,18 +69,19 @@ pub fn stats(state: &State<'_>, now: Instant) -> Response {
     if let (Some(n), Some(obj)) = (crate::stats::allocations(), event_loop.as_object_mut()) {
         obj.insert("allocations".into(), n.into());
     }
-    Response::json(
-        200,
-        &serde_json::json!({
-            "topics": topics,
-            "uptime_sec": state.uptime(now).as_secs(),
-            "slow_consumer_disconnects": s.messages.slow_consumer_disconnects,
-            "connections": s.connections,
-            "buffered": (state.buffered)(),
-            "messages": s.messages,
-            "loop": event_loop,
-        }),
-    )
+    let mut body = serde_json::json!({
+        "topics": topics,
+        "uptime_sec": state.uptime(now).as_secs(),
+        "slow_consumer_disconnects": s.messages.slow_consumer_disconnects,
+        "connections": s.connections,
+        "buffered": (state.buffered)(),
+        "messages": s.messages,
+        "loop": event_loop,
+    });
+    if let Some(c) = &state.cluster {
+        body["cluster"] = serde_json::to_value(c).unwrap_or_default();
+    }
+    Response::json(200, &body)
 }
 
 pub fn metrics(state: &State<'_>, now: Instant) -> Response {
@@ -80,6 +90,7 @@ pub fn metrics(state: &State<'_>, now: Instant) -> Response {
         subscriptions: state.broker.subscription_count(),
         uptime: state.uptime(now),
         buffered: (state.buffered)(),
+        cluster: state.cluster.clone(),
     };
     let mut r = Response::new(200);
     r.body = metrics::render(state.stats, &gauges).into_bytes();

@@ -4,6 +4,7 @@
 //! the engine queued, and closes what the engine is done with (the order is the engine's,
 //! see `engine`).
 
+mod redis;
 mod signal;
 pub mod sys;
 
@@ -67,6 +68,8 @@ pub struct Server {
     accept_pending: bool,
     accept_paused_until: Option<Instant>,
     signals: Signals,
+    /// Cluster mode: the connection to Redis.
+    redis: Option<redis::RedisIo>,
     engine: Engine<TcpStream>,
     scratch: Vec<u8>,
     local_addr: SocketAddr,
@@ -91,7 +94,12 @@ impl Server {
         poll.registry()
             .register(signals.source(), SIGNALS, Interest::READABLE)?;
         let reserve = Some(std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?);
+        let redis = config
+            .redis_url
+            .as_ref()
+            .map(|url| redis::RedisIo::new(url.address.clone()));
         Ok(Server {
+            redis,
             poll,
             listener: Some(listener),
             reserve,
@@ -117,7 +125,8 @@ impl Server {
             let timeout = if self.engine.has_pending_work() || self.accept_pending {
                 Duration::ZERO
             } else {
-                let wake = [shutdown_deadline, self.accept_paused_until]
+                let redis_wake = self.redis.as_ref().and_then(redis::RedisIo::next_wakeup);
+                let wake = [shutdown_deadline, self.accept_paused_until, redis_wake]
                     .into_iter()
                     .flatten()
                     .fold(self.engine.next_wakeup(), Instant::min);
@@ -135,6 +144,8 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
+                    // Redis is read at every tick anyway, first.
+                    redis::REDIS | redis::DNS => {}
                     SIGNALS => {
                         if self.signals.drain() && shutdown_deadline.is_none() {
                             crate::log!(Level::Info, "shutdown_started", "connections" => self.engine.conn_count());
@@ -155,6 +166,10 @@ impl Server {
                     ),
                 }
             }
+            if let (Some(io), Some(b)) = (self.redis.as_mut(), self.engine.backplane_mut()) {
+                io.receive(self.poll.registry(), b, now);
+                self.engine.cluster_events(now);
+            }
             if self.accept_paused_until.is_some_and(|t| now >= t) {
                 self.accept_paused_until = None;
                 self.accept_pending = true;
@@ -166,6 +181,11 @@ impl Server {
                 self.read(key, now);
             }
             self.engine.tick(now);
+            if let (Some(io), Some(b)) = (self.redis.as_mut(), self.engine.backplane_mut()) {
+                io.send(self.poll.registry(), b, now);
+                // A connect that failed at once is an event too (answers UNAVAILABLE).
+                self.engine.cluster_events(now);
+            }
             let mut send =
                 |s: &mut TcpStream, bufs: &[io::IoSlice<'_>]| SocketSend(&*s).write_vectored(bufs);
             while let Some(flushed) = self.engine.next_flush(now, &mut send) {

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,11 +14,21 @@ pub struct Redis {
     child: Child,
     dir: PathBuf,
     pub socket: PathBuf,
+    /// Arguments beyond the defaults (persistence), kept for a restart.
+    extra: Vec<String>,
+    /// A TCP port as well as the socket, when asked for.
+    pub port: Option<u16>,
 }
 
 impl Redis {
     /// A fresh server, or `None` (with the reason printed) when there is no `redis-server`.
     pub fn start() -> Option<Redis> {
+        Redis::start_with(&[], false)
+    }
+
+    /// With more arguments (`--appendonly yes` ...), and listening on a free TCP port too when
+    /// `tcp` is set.
+    pub fn start_with(extra: &[&str], tcp: bool) -> Option<Redis> {
         let found = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -42,27 +52,75 @@ impl Redis {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+        let port = tcp.then(|| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        });
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = Redis::spawn(&dir, &socket, port, &extra);
+        let redis = Redis {
+            child,
+            dir,
+            socket,
+            extra,
+            port,
+        };
+        redis.wait_ready();
+        Some(redis)
+    }
+
+    fn spawn(dir: &Path, socket: &Path, port: Option<u16>, extra: &[String]) -> Child {
+        let port = port.map_or("0".to_string(), |p| p.to_string());
+        Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no"])
             .arg("--unixsocket")
-            .arg(&socket)
+            .arg(socket)
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn redis-server");
-        let redis = Redis { child, dir, socket };
+            .expect("spawn redis-server")
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + super::TIMEOUT;
         loop {
-            if let Ok(mut c) = redis.connect_raw() {
+            if let Ok(mut c) = self.connect_raw() {
                 if c.call(&[b"PING"]) == Value::Simple(b"PONG".to_vec()) {
-                    return Some(redis);
+                    return;
                 }
             }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// `REDIS_URL` for the unix socket.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `KILL`) to the server.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} redis-server");
+    }
+
+    /// Stops the server (SIGTERM: with persistence on, it writes its data first) and starts it
+    /// again on the same socket, port and directory.
+    pub fn restart(&mut self) {
+        self.signal("TERM");
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = Redis::spawn(&self.dir, &self.socket, self.port, &self.extra);
+        self.wait_ready();
     }
 
     fn connect_raw(&self) -> std::io::Result<RedisConn> {

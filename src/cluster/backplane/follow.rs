@@ -9,12 +9,14 @@ use super::{Backplane, Event, Followed, Pending, State, BACKOFF_FIRST};
 use crate::cluster::link::LinkError;
 use crate::cluster::mirror::{ChannelMessage, Mirror, Step};
 use crate::cluster::scripts;
+use crate::cluster::scripts::{Call, Script, TopicKeys};
 use crate::resp::Value;
 
 impl<T> Backplane<T> {
     /// Bytes from the connection. An error means it cannot be trusted: drop it
     /// ([`Backplane::connection_lost`]).
     pub fn received(&mut self, bytes: &[u8], now: Instant) -> Result<(), LinkError> {
+        self.last_activity = now;
         self.link.received(bytes)?;
         loop {
             // Pushes first: on one connection they came before the replies that follow them.
@@ -36,12 +38,15 @@ impl<T> Backplane<T> {
         now: Instant,
     ) -> Result<(), LinkError> {
         match pending {
+            Pending::Probe => {}
             Pending::Setup => {
                 if let Value::Error(_) = value {
                     // A wrong password, a missing script command: nothing works without these.
                     return Err(LinkError::Unexpected);
                 }
             }
+            Pending::Boot => self.on_boot(value, now),
+            Pending::Recreate => {}
             Pending::Registry => self.on_registry(value, now),
             Pending::Read { topic } => self.on_read(&topic, value, now),
             Pending::Request { ticket, kind } => {
@@ -57,6 +62,42 @@ impl<T> Backplane<T> {
             }
         }
         Ok(())
+    }
+
+    /// The data set's identity. When it changed, Redis lost its data (a restart without
+    /// persistence, a flush): every topic followed is created again under a new epoch, before
+    /// the registry is read, so its subscribers are told `reset` rather than `topic_deleted`.
+    fn on_boot(&mut self, value: Value, now: Instant) {
+        let Some(boot) = value.as_bytes().map(<[u8]>::to_vec) else {
+            // Someone deleted the key: as good as a lost data set, but with nothing to compare.
+            self.read_registry(now);
+            return;
+        };
+        if self.boot.as_ref().is_some_and(|old| *old != boot) {
+            self.counters.data_lost += 1;
+            let suffix = String::from_utf8_lossy(&boot[..boot.len().min(8)]).into_owned();
+            let known: Vec<(String, String)> = self
+                .topics
+                .iter()
+                .filter_map(|(name, f)| {
+                    let m = f.mirror.as_ref()?;
+                    let epoch = String::from_utf8_lossy(m.epoch()).into_owned();
+                    Some((name.clone(), format!("{epoch}.{suffix}")))
+                })
+                .collect();
+            for (name, epoch) in known {
+                let k = TopicKeys::new(&name);
+                let argv: [&[u8]; 3] = [
+                    name.as_bytes(),
+                    epoch.as_bytes(),
+                    self.argv.max_topics.as_bytes(),
+                ];
+                let call = Call::new(Script::Create, &k, &argv);
+                self.link.send_forced(Pending::Recreate, call.parts(), now);
+            }
+        }
+        self.boot = Some(boot);
+        self.read_registry(now);
     }
 
     /// The topics Redis holds: follow those not followed, forget those gone, and read each
@@ -229,7 +270,10 @@ impl<T> Backplane<T> {
                     seq,
                     event,
                 }),
-                Step::Fetch { after, .. } => self.read(topic, after, now),
+                Step::Fetch { after, .. } => {
+                    self.counters.gaps_fetched += 1;
+                    self.read(topic, after, now);
+                }
                 Step::Reset { epoch } => self.events.push_back(Event::Reset {
                     topic: topic.to_string(),
                     epoch: String::from_utf8_lossy(&epoch).into_owned(),

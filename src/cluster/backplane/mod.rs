@@ -99,6 +99,13 @@ pub enum State {
 enum Pending<T> {
     /// Replies of the connection's setup whose content does not matter (errors do).
     Setup,
+    /// A PING sent while nothing else was asked, so a connection that died silently is found
+    /// by its overdue reply.
+    Probe,
+    /// The data set's identity ([`scripts::BOOT`]).
+    Boot,
+    /// A topic created again after Redis lost its data (the reply is the registry's business).
+    Recreate,
     Registry,
     /// History of `topic`: all of it when first followed, or what may have been missed.
     Read {
@@ -137,6 +144,8 @@ struct Argv {
 }
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// How long the connection may be idle before it is probed.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub struct Backplane<T> {
@@ -150,6 +159,27 @@ pub struct Backplane<T> {
     argv: Argv,
     /// Credentials and database for the connection's setup.
     url: RedisUrl,
+    /// When anything was last sent or received (the probe is due `PROBE_AFTER` later).
+    last_activity: Instant,
+    connected_before: bool,
+    /// The data set's identity as last seen.
+    boot: Option<Vec<u8>>,
+    /// The connection's name in Redis (`CLIENT LIST`), if given.
+    name: Option<String>,
+    counters: Counters,
+}
+
+/// What the backplane counts since start.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Connections made after the first.
+    pub reconnects: u64,
+    /// Gaps in a topic's stream that were asked of its stored history.
+    pub gaps_fetched: u64,
+    /// Reconnects that found Redis had lost its data (its topics are created again).
+    pub data_lost: u64,
+    /// Idle probes sent.
+    pub probes: u64,
 }
 
 impl<T> Backplane<T> {
@@ -168,11 +198,40 @@ impl<T> Backplane<T> {
                 read_count: settings.history_size.max(1).to_string(),
             },
             url,
+            last_activity: now,
+            connected_before: false,
+            boot: None,
+            name: None,
+            counters: Counters::default(),
         }
+    }
+
+    /// Names the connection in Redis (`HELLO ... SETNAME`), so an operator sees which
+    /// instance it is.
+    pub fn named(mut self, name: &str) -> Backplane<T> {
+        self.name = Some(name.to_string());
+        self
     }
 
     pub fn state(&self) -> State {
         self.state
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Requests and the backplane's own commands waiting for their replies.
+    pub fn in_flight(&self) -> usize {
+        self.link.in_flight()
+    }
+
+    /// How long the oldest command in flight has waited for its reply (zero when none waits).
+    pub fn lag(&self, now: Instant) -> Duration {
+        self.link
+            .next_deadline()
+            .map(|due| now.saturating_duration_since(due - self.settings.link.reply_timeout))
+            .unwrap_or_default()
     }
 
     /// Whether the loop should open a connection now.
@@ -183,13 +242,22 @@ impl<T> Backplane<T> {
     /// The connection is open: set it up, load the scripts, follow every channel, read the
     /// topics.
     pub fn connected(&mut self, now: Instant) {
+        if self.connected_before {
+            self.counters.reconnects += 1;
+        }
+        self.connected_before = true;
         self.state = State::Syncing;
+        self.last_activity = now;
         // A new connection starts with an empty link: its setup cannot be refused.
         let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
         if let Some(password) = &self.url.password {
             hello.push(b"AUTH");
             hello.push(self.url.username.as_deref().unwrap_or("default").as_bytes());
             hello.push(password.as_bytes());
+        }
+        if let Some(name) = &self.name {
+            hello.push(b"SETNAME");
+            hello.push(name.as_bytes());
         }
         let db = self.url.db.to_string();
         self.link.send_forced(Pending::Setup, &hello, now);
@@ -206,6 +274,18 @@ impl<T> Backplane<T> {
             .link
             .send_unanswered(&[b"SUBSCRIBE", scripts::CONTROL.as_bytes()]);
         let _ = self.link.send_unanswered(&[b"PSUBSCRIBE", b"{ps}:c:*"]);
+        // The registry is read once the data set's identity is known (`follow::on_boot`).
+        let candidate = format!("{:016x}", crate::ids::random_u64());
+        let boot = scripts::BOOT.as_bytes();
+        self.link.send_forced(
+            Pending::Setup,
+            &[b"SET", boot, candidate.as_bytes(), b"NX"],
+            now,
+        );
+        self.link.send_forced(Pending::Boot, &[b"GET", boot], now);
+    }
+
+    fn read_registry(&mut self, now: Instant) {
         self.link.send_forced(
             Pending::Registry,
             &[b"HGETALL", scripts::TOPICS.as_bytes()],
@@ -233,10 +313,18 @@ impl<T> Backplane<T> {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
-    /// Deadlines: an overdue reply means the connection is dead.
+    /// Deadlines: an overdue reply means the connection is dead; one idle for `PROBE_AFTER`
+    /// is probed, so a silently dead one is found within the reply timeout.
     pub fn tick(&mut self, now: Instant) {
         if self.link.overdue(now) {
             self.connection_lost(now);
+        } else if self.state == State::Up
+            && self.link.in_flight() == 0
+            && now >= self.last_activity + PROBE_AFTER
+        {
+            self.counters.probes += 1;
+            self.last_activity = now;
+            self.link.send_forced(Pending::Probe, &[b"PING"], now);
         }
     }
 
@@ -244,6 +332,7 @@ impl<T> Backplane<T> {
     pub fn next_wakeup(&self) -> Option<Instant> {
         match self.state {
             State::Down { retry_at } => Some(retry_at),
+            State::Up if self.link.in_flight() == 0 => Some(self.last_activity + PROBE_AFTER),
             _ => self.link.next_deadline(),
         }
     }

@@ -177,7 +177,7 @@ fn answers_keep_request_order_behind_a_deferred_one_and_events_do_not_wait() {
     // An event answers no request of this connection: it is not held.
     assert_eq!(event_seqs(&rig.received(key)), [1]);
     let earlier = crate::protocol::pong_frame(None, "then");
-    rig.engine.complete_answer(ticket, vec![earlier]);
+    rig.engine.complete_answer(ticket, vec![earlier], rig.now);
     rig.tick();
     let got = rig.received(key);
     assert_eq!(kinds(&got), ["pong", "pong"]);
@@ -207,15 +207,21 @@ fn a_deferred_answer_of_a_connection_gone_never_reaches_the_next_one_in_its_slot
     let mine = rig.engine.defer_answer(new).unwrap();
     rig.message(new, ping(5));
     rig.tick();
-    rig.engine
-        .complete_answer(stale, vec![crate::protocol::pong_frame(None, "stale")]);
+    rig.engine.complete_answer(
+        stale,
+        vec![crate::protocol::pong_frame(None, "stale")],
+        rig.now,
+    );
     rig.tick();
     assert!(
         rig.received(new).is_empty(),
         "held behind its own ticket still"
     );
-    rig.engine
-        .complete_answer(mine, vec![crate::protocol::pong_frame(None, "mine")]);
+    rig.engine.complete_answer(
+        mine,
+        vec![crate::protocol::pong_frame(None, "mine")],
+        rig.now,
+    );
     rig.tick();
     let got = rig.received(new);
     assert_eq!(kinds(&got), ["pong", "pong"]);
