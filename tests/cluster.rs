@@ -619,3 +619,57 @@ fn a_slow_consumer_on_one_instance_is_cut_while_the_others_keep_up() {
         nodes[1].get("/stats")["slow_consumer_disconnects"] == 1
     });
 }
+
+#[test]
+fn an_instance_that_falls_behind_redis_output_buffer_limit_is_cut_and_fills_the_gap() {
+    let Some(redis) = Redis::start() else { return };
+    let mut control = redis.connect();
+    let set = control.call(&[
+        b"CONFIG",
+        b"SET",
+        b"client-output-buffer-limit",
+        b"pubsub 512kb 0 0",
+    ]);
+    assert_eq!(set, pubsub::resp::Value::Simple(b"OK".to_vec()));
+    let nodes = instances(
+        &redis,
+        2,
+        &[
+            ("TOPIC_HISTORY_SIZE", "1000"),
+            ("TOPIC_HISTORY_BYTES", "8388608"),
+        ],
+    );
+    nodes[0].create_topic("b");
+    let mut sub = nodes[1].ws();
+    sub.subscribe("b");
+    // The instance stops reading Redis: its output buffer grows past the limit.
+    let pid = nodes[1].child.id().to_string();
+    let signal = |name: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok);
+    };
+    signal("STOP");
+    let pad = "y".repeat(4096);
+    let mut publisher = nodes[0].ws();
+    for i in 0..300 {
+        publisher.send(common::publish_msg("b", json!({"i": i, "pad": pad})));
+    }
+    for _ in 0..300 {
+        assert_eq!(publisher.recv()["type"], "ack");
+    }
+    wait_until("Redis cut the stopped instance", || {
+        let list = control.call(&[b"CLIENT", b"LIST"]);
+        !String::from_utf8_lossy(list.as_bytes().unwrap()).contains("name=pubsub-i1")
+    });
+    signal("CONT");
+    // It reads the history a page at a time, never enough at once to be cut again.
+    let (seen, notices) = until_seq(&mut sub, 300);
+    assert!(notices.is_empty(), "{notices:?}");
+    assert_eq!(seen, (1..=300).collect::<Vec<_>>());
+    wait_until("in step", || health(&nodes[1]).0 == 200);
+    let cluster = &nodes[1].get("/stats")["cluster"];
+    assert_eq!(cluster["reconnects"], 1, "{cluster}");
+}

@@ -167,6 +167,28 @@ impl Mirror {
         steps
     }
 
+    /// One page of the history read for a fetch, when `more` follows it (the read was cut at
+    /// its count): its events are delivered and the fetch goes on after them, the events held
+    /// waiting until it ends. Without `more`, as [`Mirror::filled`].
+    pub fn filled_page(&mut self, epoch: &[u8], events: &[(u64, &[u8])], more: bool) -> Vec<Step> {
+        let (Some(until), Some(&(page_end, _))) = (self.fetching, events.last()) else {
+            return self.filled(epoch, events);
+        };
+        if !more || epoch != self.epoch.as_slice() || page_end >= until {
+            return self.filled(epoch, events);
+        }
+        self.fetching = Some(page_end);
+        let held = std::mem::take(&mut self.held);
+        let mut steps = self.filled(epoch, events);
+        self.held = held;
+        self.fetching = Some(until);
+        steps.push(Step::Fetch {
+            after: self.last,
+            until,
+        });
+        steps
+    }
+
     fn event(&mut self, seq: u64, event: &[u8], steps: &mut Vec<Step>) {
         if seq <= self.last || self.held.contains_key(&seq) {
             return;
@@ -364,6 +386,25 @@ mod tests {
         let history: Vec<(u64, &[u8])> = vec![(1, b"{}"), (2, b"{}")];
         assert_eq!(delivered(&m.filled(b"g", &history)), [1, 2, 3]);
         assert_eq!((m.epoch(), m.last()), (&b"g"[..], 3));
+    }
+
+    #[test]
+    fn a_fill_read_in_pages_delivers_each_and_releases_the_held_after_the_last() {
+        let mut m = Mirror::new(b"e", 2, 10);
+        // Events 3..=6 are missed; 7 arrives and is held while they are read.
+        assert_eq!(
+            m.on_message(&event("e", 7)),
+            [Step::Fetch { after: 2, until: 6 }]
+        );
+        let page = |seqs: &[u64]| -> Vec<(u64, &'static [u8])> {
+            seqs.iter().map(|&s| (s, &b"{}"[..])).collect()
+        };
+        let steps = m.filled_page(b"e", &page(&[3, 4]), true);
+        assert_eq!(delivered(&steps), [3, 4]);
+        assert_eq!(steps.last(), Some(&Step::Fetch { after: 4, until: 6 }));
+        let steps = m.filled_page(b"e", &page(&[5, 6]), false);
+        assert_eq!(delivered(&steps), [5, 6, 7]);
+        assert_eq!(steps.len(), 3, "no reset: {steps:?}");
     }
 
     #[test]

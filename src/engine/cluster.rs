@@ -23,9 +23,6 @@ use crate::protocol::{self, Ack};
 use crate::rest::{self, Change, ClusterStatus};
 use crate::ws::frame::{encode_frame, OpCode};
 
-/// Events past a gap an instance holds while the gap is read from Redis.
-const MAX_HELD: usize = 10_000;
-
 /// What a request to the backplane was for, to answer it when Redis has.
 #[derive(Debug)]
 pub enum Waiting {
@@ -68,7 +65,9 @@ pub fn settings(config: &crate::config::Config) -> Settings {
         max_topics: config.max_topics,
         history_size: config.topic_history_size,
         history_bytes: config.topic_history_bytes,
-        max_held: MAX_HELD,
+        // Past a gap, no more events than a history holds are kept while it is read: with more,
+        // the gap's events have left the stored history too, and the gap cannot be filled.
+        max_held: config.topic_history_size.max(1),
         link: LinkLimits::default(),
     }
 }

@@ -290,10 +290,15 @@ impl Ws {
 
     /// The next text message as JSON (control frames are answered by tungstenite and skipped).
     pub fn recv(&mut self) -> Value {
+        // Heartbeat pings restart the socket's read timeout: the wait is bounded here too.
+        let deadline = Instant::now() + TIMEOUT;
         loop {
             match self.socket.read().expect("websocket read") {
                 Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Ping(_) | Message::Pong(_) => {
+                    assert!(Instant::now() < deadline, "no message within {TIMEOUT:?}");
+                    continue;
+                }
                 other => panic!("unexpected message {other:?}"),
             }
         }

@@ -153,6 +153,17 @@ impl<T> Backplane<T> {
     }
 
     fn on_read(&mut self, topic: &str, value: Value, now: Instant) {
+        self.reads_out = self.reads_out.saturating_sub(1);
+        self.read_page(topic, value, now);
+        while self.reads_out < super::READS_OUT {
+            let Some((topic, after)) = self.reads_waiting.pop_front() else {
+                break;
+            };
+            self.read(&topic, after, now);
+        }
+    }
+
+    fn read_page(&mut self, topic: &str, value: Value, now: Instant) {
         let Some(History {
             epoch,
             last,
@@ -166,8 +177,18 @@ impl<T> Backplane<T> {
             return;
         };
         let events: Vec<(u64, &[u8])> = entries.iter().map(|(s, e)| (*s, e.as_slice())).collect();
+        // A full page short of the last seq: more follows.
+        let more = events.len() >= super::READ_PAGE && events.last().is_some_and(|e| e.0 < last);
         let mut steps = Vec::new();
         match &mut followed.mirror {
+            None if more => {
+                // Its history as the local ring, a page at a time; what arrives meanwhile waits.
+                let start = events[0].0 - 1;
+                let mut mirror = Mirror::new(epoch.as_bytes(), start, self.settings.max_held);
+                mirror.expect(last);
+                steps = mirror.filled_page(epoch.as_bytes(), &events, true);
+                followed.mirror = Some(mirror);
+            }
             None => {
                 // Its history as the local ring, then what arrived meanwhile.
                 for &(seq, event) in &events {
@@ -187,7 +208,7 @@ impl<T> Backplane<T> {
                 }
                 // What Redis has up to `last` and this instance lacks is filled, or told lost.
                 mirror.expect(last);
-                steps.extend(mirror.filled(epoch.as_bytes(), &events));
+                steps.extend(mirror.filled_page(epoch.as_bytes(), &events, more));
             }
         }
         self.apply(topic, steps, now);

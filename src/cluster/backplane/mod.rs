@@ -139,11 +139,17 @@ struct Argv {
     max_topics: String,
     history_size: String,
     history_bytes: String,
-    /// Events a read asks for: all a history can hold.
+    /// Events a read asks for ([`READ_PAGE`]).
     read_count: String,
 }
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// Events one history read asks for, and history reads out at once: what a reconnect asks of
+/// Redis at a time stays far below its output-buffer limit for subscribed connections (32 MB
+/// by default; 4 × 32 events of at most 64 KiB is 8 MiB), which would otherwise cut the
+/// connection again and again while it catches up.
+pub const READ_PAGE: usize = 32;
+const READS_OUT: usize = 4;
 /// How long the connection may be idle before it is probed.
 const PROBE_AFTER: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -164,6 +170,9 @@ pub struct Backplane<T> {
     connected_before: bool,
     /// The data set's identity as last seen.
     boot: Option<Vec<u8>>,
+    /// History reads waiting for one of the `READS_OUT` places, and those out.
+    reads_waiting: VecDeque<(String, u64)>,
+    reads_out: usize,
     /// The connection's name in Redis (`CLIENT LIST`), if given.
     name: Option<String>,
     counters: Counters,
@@ -195,12 +204,14 @@ impl<T> Backplane<T> {
                 max_topics: settings.max_topics.to_string(),
                 history_size: settings.history_size.to_string(),
                 history_bytes: settings.history_bytes.to_string(),
-                read_count: settings.history_size.max(1).to_string(),
+                read_count: READ_PAGE.to_string(),
             },
             url,
             last_activity: now,
             connected_before: false,
             boot: None,
+            reads_waiting: VecDeque::new(),
+            reads_out: 0,
             name: None,
             counters: Counters::default(),
         }
@@ -307,6 +318,9 @@ impl<T> Backplane<T> {
         if !matches!(self.state, State::Down { .. }) {
             self.events.push_back(Event::Down);
         }
+        // Reads are asked again from the registry on the next connection.
+        self.reads_waiting.clear();
+        self.reads_out = 0;
         self.state = State::Down {
             retry_at: now + self.backoff,
         };
@@ -443,9 +457,14 @@ impl<T> Backplane<T> {
         );
     }
 
-    /// Reads `topic`'s history after `after`; the backplane's own command, sent past the window
-    /// rather than lost.
+    /// Reads a page of `topic`'s history after `after` (once one of the `READS_OUT` places is
+    /// free); the backplane's own command, sent past the window rather than lost.
     fn read(&mut self, topic: &str, after: u64, now: Instant) {
+        if self.reads_out >= READS_OUT {
+            self.reads_waiting.push_back((topic.to_string(), after));
+            return;
+        }
+        self.reads_out += 1;
         let k = TopicKeys::new(topic);
         let after = after.to_string();
         let argv: [&[u8]; 3] = [
