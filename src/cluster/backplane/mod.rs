@@ -531,10 +531,20 @@ mod tests {
             "SCRIPT",
             "PSUBSCRIBE",
             "{ps}:c:*",
-            "HGETALL",
+            "{ps}:boot",
         ] {
             assert!(setup.contains(part), "{part} in {setup}");
         }
+        // The registry is read once the data set's identity has come back.
+        assert!(!setup.contains("HGETALL"));
+        let n = b.unwritten().len();
+        b.wrote(n);
+        let now = Instant::now();
+        // HELLO, SELECT, four scripts, SET NX: their content does not matter; then GET.
+        b.received(&b"+OK\r\n".repeat(7), now).unwrap();
+        b.received(b"$4\r\nabcd\r\n", now).unwrap();
+        let next = String::from_utf8_lossy(b.unwritten()).into_owned();
+        assert!(next.contains("HGETALL"), "{next}");
         // A lost connection gives up the waiting setup and backs off, doubling.
         let now = Instant::now();
         b.connection_lost(now);
