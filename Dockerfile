@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# Build: a statically linked binary (glibc, +crt-static: the server resolves no names, so no NSS
-# is needed), the same way tests/static/run.sh builds and checks it.
+# Build: a statically linked binary (glibc, +crt-static: the one name it resolves, REDIS_URL's
+# host, it resolves itself from /etc/hosts and resolv.conf, so no NSS is needed), the same way
+# tests/static/run.sh builds and checks it.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

@@ -40,4 +40,33 @@ if env -i PORT="$port" "$chroot" --userspec=65532:65532 "$jail" /pubsub --health
   echo "static: --healthcheck passed with no server"; exit 1
 fi
 echo "static: --healthcheck exits 1 with no server"
-echo "static: 1 passed, 0 failed"
+
+# Cluster mode in the empty root: REDIS_URL's host found through /etc/hosts, then through a
+# nameserver at Docker's address (127.0.0.11) named in /etc/resolv.conf, as Docker writes both.
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+redis=$!
+python3 "$root/tests/static/dns.py" 127.0.0.11 redis.cluster.test 127.0.0.1 >"$jail.dns" &
+dns=$!
+trap 'kill $server $redis $dns 2>/dev/null || true; rm -rf "$jail" "$jail.dns"' EXIT
+for _ in $(seq 50); do grep -q ready "$jail.dns" 2>/dev/null && break; sleep 0.1; done
+mkdir -p "$jail/etc"
+printf '127.0.0.1 localhost\n127.0.0.1 redis-by-hosts\n' >"$jail/etc/hosts"
+printf 'nameserver 127.0.0.11\noptions ndots:0\n' >"$jail/etc/resolv.conf"
+chmod 755 "$jail/etc" && chmod 644 "$jail/etc/hosts" "$jail/etc/resolv.conf"
+for host in redis-by-hosts redis.cluster.test; do
+  env -i PORT="$port" REDIS_URL="redis://$host:$redis_port" INSTANCE_ID=static \
+    "$chroot" --userspec=65532:65532 "$jail" /pubsub 2>>"$root/target/static/server.log" &
+  server=$!
+  body=""
+  for _ in $(seq 100); do
+    body=$(curl -s "http://127.0.0.1:$port/health" || true)
+    echo "$body" | grep -q '"engine":"up"' && break
+    sleep 0.1
+  done
+  echo "static: REDIS_URL=redis://$host:$redis_port -> /health $body"
+  echo "$body" | grep -q '"engine":"up"' || { echo "static: not in step with Redis"; tail -5 "$root/target/static/server.log"; exit 1; }
+  kill -TERM $server
+  wait $server
+done
+echo "static: 2 passed, 0 failed"
