@@ -155,9 +155,14 @@ impl Fleet {
 
     /// Opens a connection from 127.0.0.(2 + i % 8) so ephemeral ports last.
     pub fn add(&mut self, kind: Kind) -> io::Result<usize> {
+        self.add_to(kind, self.server)
+    }
+
+    /// `add`, to another server than the fleet's (the instances of a cluster).
+    pub fn add_to(&mut self, kind: Kind, server: SocketAddr) -> io::Result<usize> {
         let i = self.clients.len();
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        if self.server.ip().is_loopback() {
+        if server.ip().is_loopback() {
             // Pick the port at connect time, knowing the whole 4-tuple, so ports still in
             // TIME_WAIT from an earlier run are not reused (IP_BIND_ADDRESS_NO_PORT).
             let one: libc::c_int = 1;
@@ -176,7 +181,7 @@ impl Fleet {
         }
         socket.set_nonblocking(true)?;
         socket.set_nodelay(true)?;
-        match socket.connect(&self.server.into()) {
+        match socket.connect(&server.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e),

@@ -3,6 +3,7 @@
 
 mod ceiling;
 mod client;
+mod cluster;
 mod hostile;
 mod measure;
 mod noisy;
@@ -33,6 +34,10 @@ scenarios
             messages, 60 KB publishers, error floods, publishers deaf to their acks) against a
             server at its defaults beside one probe: peak server RSS against the README's bound,
             the probe's latency (try --attackers 100 --duration 20)
+  cluster   three instances on one redis-server (started here), against one server alone in
+            the same run: latency to subscribers spread over the instances at --rate, CPU per
+            delivery on a subscriber instance, acked publishes a second, ack latency at 10,000/s,
+            since_seq resume of 100 events on another instance (needs redis-server)
   send-cost what one small write to a loopback socket costs by system call (writev, sendmsg,
             send), over --subscribers sockets (default 100) of --payload bytes; no server
   report    all the scenarios above, one process each, into one HTML page with plots and the JSON
@@ -325,6 +330,7 @@ fn main() {
         "slow" => scenario::slow(&opts),
         "noisy" => noisy::noisy(&opts),
         "hostile" => hostile::hostile(&opts),
+        "cluster" => cluster::cluster(&opts),
         "send-cost" => sendcost::send_cost(&opts),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

@@ -95,7 +95,7 @@ pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// Reads frames until a text frame arrives (answering pings); returns its payload.
-fn read_text(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+pub fn read_text(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(h) =

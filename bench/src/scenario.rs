@@ -40,13 +40,13 @@ impl Report {
 
 /// Events a subscriber may fall behind: 64, or fewer for big payloads so that the server's
 /// per-connection byte bound (MAX_QUEUE_BYTES, 1 MiB by default) is never what the tool hits.
-fn lag_events(payload: usize) -> u64 {
+pub(crate) fn lag_events(payload: usize) -> u64 {
     ((512 * 1024) / (payload + 256)).clamp(1, 64) as u64
 }
 
 /// How publishers send.
 #[derive(Clone, Copy)]
-enum Pace {
+pub(crate) enum Pace {
     /// As fast as acks come back, at most `window` in flight per publisher, and subscribers
     /// never more than `lag` events behind on average (so the tool never overruns the queues).
     Window { window: usize, lag: u64 },
@@ -55,24 +55,24 @@ enum Pace {
     Rate { per_sec: u64, busy_poll: bool },
 }
 
-struct Run {
-    delivered: u64,
-    published: u64,
-    elapsed: Duration,
-    latency: Latency,
-    lost: u64,
-    duplicates: u64,
-    out_of_order: u64,
-    cut: usize,
-    server_cpu: Duration,
-    tool_cpu: Duration,
-    publish_errors: u64,
-    allocations: Option<u64>,
+pub(crate) struct Run {
+    pub(crate) delivered: u64,
+    pub(crate) published: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latency: Latency,
+    pub(crate) lost: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) out_of_order: u64,
+    pub(crate) cut: usize,
+    pub(crate) server_cpu: Duration,
+    pub(crate) tool_cpu: Duration,
+    pub(crate) publish_errors: u64,
+    pub(crate) allocations: Option<u64>,
 }
 
 /// Connects everything, waits for every subscription, warms up for a second, measures for
 /// `duration`, then lets deliveries drain and counts what was lost.
-fn drive(
+pub(crate) fn drive(
     fleet: &mut Fleet,
     target: &Target,
     publishers: &[usize],
@@ -254,7 +254,7 @@ const QUANTILES: [f64; 12] = [
 ];
 
 /// `[[quantile, ms], ...]` at `QUANTILES` (none if nothing was measured).
-fn percentiles(latency: &Latency) -> Value {
+pub(crate) fn percentiles(latency: &Latency) -> Value {
     if latency.n == 0 {
         return json!([]);
     }
@@ -265,7 +265,7 @@ fn percentiles(latency: &Latency) -> Value {
     json!(points)
 }
 
-fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
+pub(crate) fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
     let secs = run.elapsed.as_secs_f64();
     rows.push((
         "published_per_sec",
@@ -312,7 +312,7 @@ fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
     }
 }
 
-fn server_env(extra: &[(&str, String)]) -> Vec<(&'static str, String)> {
+pub(crate) fn server_env(extra: &[(&str, String)]) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("MAX_TOPICS", "1000000".to_string()),
         ("MAX_SUBSCRIBERS_PER_TOPIC", "1000000".to_string()),
@@ -339,7 +339,7 @@ fn one_topic(target: &Target, opts: &Opts, subscribers: usize) -> (Fleet, usize)
     (fleet, p)
 }
 
-fn subscriber(topic: &str) -> Kind {
+pub(crate) fn subscriber(topic: &str) -> Kind {
     Kind::Subscriber {
         topic: topic.into(),
         sub: Default::default(),
@@ -347,7 +347,7 @@ fn subscriber(topic: &str) -> Kind {
     }
 }
 
-fn publisher(topics: Vec<String>) -> Kind {
+pub(crate) fn publisher(topics: Vec<String>) -> Kind {
     Kind::Publisher {
         topics,
         next: 0,
