@@ -2,6 +2,7 @@
 //! out, the time given. Each test names the rule it holds the engine to: `flow` the budgets,
 //! pauses and the slow-consumer bound, `life` phases, deadlines, closing and answer order.
 
+mod cluster;
 mod flow;
 mod life;
 

@@ -1,0 +1,86 @@
+//! Cluster mode in the engine, with the backplane fed Redis's replies by hand: publishers are
+//! paced when the window to Redis is full, never refused or cut, and go on as replies come.
+
+use super::*;
+use crate::cluster::link::LinkLimits;
+
+fn cluster_config() -> Config {
+    Config {
+        redis_url: Some(crate::cluster::url::RedisUrl::parse("redis://h").unwrap()),
+        ..Config::default()
+    }
+}
+
+/// Brings the backplane up (its setup answered, no topics) and announces topic `t`.
+fn up(rig: &mut Rig) {
+    let now = rig.now;
+    let b = rig.engine.backplane_mut().unwrap();
+    b.connected(now);
+    // HELLO, SELECT, four scripts, SET NX; GET of the data set's identity; HGETALL.
+    b.received(&b"+OK\r\n".repeat(7), now).unwrap();
+    b.received(b"$4\r\nabcd\r\n", now).unwrap();
+    b.received(b"%0\r\n", now).unwrap();
+    let push = b">3\r\n$7\r\nmessage\r\n$8\r\n{ps}:ctl\r\n$12\r\ncreated:e1:t\r\n";
+    b.received(push, now).unwrap();
+    let n = b.unwritten().len();
+    b.wrote(n);
+    rig.engine.cluster_events(now);
+    assert!(rig.engine.cluster_up());
+}
+
+/// Redis's answers to the next `n` publishes, seqs from `first`.
+fn answer_publishes(rig: &mut Rig, first: u64, n: u64) {
+    let now = rig.now;
+    let b = rig.engine.backplane_mut().unwrap();
+    let mut replies = Vec::new();
+    for seq in first..first + n {
+        replies.extend_from_slice(format!("*3\r\n:1\r\n:{seq}\r\n$2\r\ne1\r\n").as_bytes());
+    }
+    b.received(&replies, now).unwrap();
+    let w = b.unwritten().len();
+    b.wrote(w);
+    rig.engine.cluster_events(now);
+}
+
+#[test]
+fn publishers_past_the_window_to_redis_are_paced_not_refused() {
+    let mut rig = Rig::new(cluster_config());
+    up(&mut rig);
+    let window = LinkLimits::default().max_in_flight as u64;
+    // More publishes than the window holds, 64 per connection (as many as wait for Redis).
+    let per = crate::engine::MAX_DEFERRED as u64;
+    let conns = window / per + 3;
+    let publishers: Vec<usize> = (0..conns).map(|_| rig.websocket()).collect();
+    for (c, &key) in publishers.iter().enumerate() {
+        for i in 0..per {
+            rig.message(key, publish("t", c as u64 * per + i));
+        }
+    }
+    rig.tick();
+    let b = rig.engine.backplane_mut().unwrap();
+    assert_eq!(b.in_flight() as u64, window, "the window is full");
+    assert!(!b.has_room());
+    for &key in &publishers {
+        // Nothing answered yet, nothing refused: the rest waits in their input.
+        assert!(rig.received(key).is_empty());
+        assert!(rig.is_open(key));
+    }
+    // Replies make room: the paced ones are asked next, and every publish is acked once.
+    answer_publishes(&mut rig, 1, window);
+    rig.settle(10);
+    let rest = conns * per - window;
+    assert_eq!(rig.engine.backplane_mut().unwrap().in_flight() as u64, rest);
+    answer_publishes(&mut rig, window + 1, rest);
+    rig.settle(10);
+    let mut seqs = Vec::new();
+    for &key in &publishers {
+        for f in rig.received(key) {
+            match f {
+                Frame::Text(v) if v["type"] == "ack" => seqs.push(v["seq"].as_u64().unwrap()),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=conns * per).collect::<Vec<_>>());
+}
