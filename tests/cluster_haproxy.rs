@@ -78,17 +78,7 @@ fn config_from_compose(backends: &[SocketAddr], port: u16) -> String {
 }
 
 fn start_haproxy(backends: &[SocketAddr]) -> Option<Haproxy> {
-    let found = Command::new("haproxy")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("PUBSUB_REQUIRE_REDIS").as_deref() != Ok("1"),
-            "PUBSUB_REQUIRE_REDIS=1 but haproxy is not installed"
-        );
-        eprintln!("skipped: haproxy is not installed (apt-get install haproxy)");
+    if !common::redis::installed("haproxy", "-v", "haproxy") {
         return None;
     }
     let port = free_port();

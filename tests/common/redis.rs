@@ -29,21 +29,7 @@ impl Redis {
     /// With more arguments (`--appendonly yes` ...), and listening on a free TCP port too when
     /// `tcp` is set.
     pub fn start_with(extra: &[&str], tcp: bool) -> Option<Redis> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            assert!(
-                std::env::var("PUBSUB_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "PUBSUB_REQUIRE_REDIS=1 but redis-server is not installed"
-            );
-            // Past the test harness's capture, so the skip is seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: redis-server is not installed (apt-get install redis-server)"
-            );
+        if !installed("redis-server", "--version", "redis-server") {
             return None;
         }
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -183,4 +169,26 @@ impl RedisConn {
         self.send(args);
         self.recv()
     }
+}
+
+/// Whether `binary` runs (`arg` is its version flag). When it does not, the test is skipped with
+/// a message, unless `PUBSUB_REQUIRE_REDIS=1` (set by `.ci/run`) makes that a failure.
+pub fn installed(binary: &str, arg: &str, package: &str) -> bool {
+    let found = Command::new(binary)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("PUBSUB_REQUIRE_REDIS").as_deref() != Ok("1"),
+            "PUBSUB_REQUIRE_REDIS=1 but {binary} is not installed"
+        );
+        // Past the test harness's capture, so the skip is seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: {binary} is not installed (apt-get install {package})"
+        );
+    }
+    found
 }
