@@ -505,7 +505,7 @@ pub fn broker_ops(data: &[u8]) {
 }
 
 /// A topic's channel as an instance might see it: events of two epochs, repeats, gaps, late and
-/// partial history reads. Within an epoch what the mirror delivers goes up one seq at a time,
+/// partial history reads, and reads a page at a time. Within an epoch what the mirror delivers goes up one seq at a time,
 /// except right after a reset it announced; it never asks for a second fetch while one is out,
 /// and it never holds more than its bound.
 pub fn mirror(data: &[u8]) {
@@ -542,7 +542,12 @@ pub fn mirror(data: &[u8]) {
                 let events: Vec<(u64, &[u8])> = (from..=until + u64::from(x % 2))
                     .map(|s| (s, &b"{}"[..]))
                     .collect();
-                m.filled(epoch, &events)
+                if x & 0x10 != 0 && events.len() > 2 {
+                    // A read cut at its count: the first page, the rest fetched next.
+                    m.filled_page(epoch, &events[..2], true)
+                } else {
+                    m.filled(epoch, &events)
+                }
             }
             _ => m.on_message(&ChannelMessage::Deleted { epoch }),
         };
