@@ -220,7 +220,7 @@ impl<S> Engine<S> {
                     crate::log!(Level::Info, "cluster_engine_up", "topics" => self.broker.topic_count());
                 }
                 Event::Down => {
-                    crate::log!(Level::Warn, "cluster_engine_down", "in_flight" => 0);
+                    crate::log!(Level::Warn, "cluster_engine_down", "topics" => self.broker.topic_count());
                 }
             }
         }
