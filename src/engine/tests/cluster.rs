@@ -84,3 +84,32 @@ fn publishers_past_the_window_to_redis_are_paced_not_refused() {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=conns * per).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_topic_change_is_answered_when_redis_has_made_it_then_a_half_closed_connection_drains() {
+    let mut rig = Rig::new(cluster_config());
+    up(&mut rig);
+    let key = rig.open();
+    let body = r#"{"name":"u"}"#;
+    rig.http(
+        key,
+        &format!(
+            "POST /topics HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    // The client closes its side at once: its answer still comes, then the connection goes.
+    rig.peer(key).hangup = true;
+    rig.tick();
+    rig.tick();
+    assert!(rig.is_open(key), "waiting for Redis");
+    assert!(rig.taken(key).is_empty());
+    let now = rig.now;
+    let b = rig.engine.backplane_mut().unwrap();
+    b.received(b"*2\r\n:1\r\n$2\r\ne2\r\n", now).unwrap();
+    rig.engine.cluster_events(now);
+    rig.settle(10);
+    let answer = String::from_utf8(rig.taken(key)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(!rig.is_open(key), "drained once answered");
+}
