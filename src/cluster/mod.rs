@@ -1,6 +1,5 @@
-//! Cluster mode's data in Redis (issue #11): the keys, and the Lua scripts that change them in
-//! one atomic step each. Groundwork: tested against a real redis-server, not yet used by the
-//! server.
+//! Cluster mode (`REDIS_URL`): the keys and Lua scripts in Redis, one connection's link, each
+//! topic's mirror, the URL and name resolution, and the backplane that ties them together.
 
 pub mod backplane;
 pub mod dns;

@@ -5,20 +5,20 @@
 //! events to deliver in seq order, resets. The loop moves the bytes, says when the connection
 //! is up or gone, and calls [`Backplane::tick`] for deadlines and reconnection.
 //!
-//! Groundwork for #11: tested against a real redis-server (`tests/cluster_backplane.rs`), not
-//! yet driven by the server. This file: the types, the connection's life and the requests;
-//! `follow.rs`: what arrives (replies and pushes) and the events it makes; `replies.rs`: the
-//! scripts' replies read.
+//! The server drives it from `server/redis.rs` and `engine/cluster.rs`. This file: the types
+//! and the connection's life; `requests.rs`: what is asked of Redis; `follow.rs`: what arrives
+//! (replies and pushes) and the events it makes; `replies.rs`: the scripts' replies read.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 mod follow;
 mod replies;
+mod requests;
 
 use super::link::{Link, LinkLimits};
 use super::mirror::Mirror;
-use super::scripts::{self, Call, Script, TopicKeys};
+use super::scripts;
 use super::url::RedisUrl;
 
 /// What bounds the cluster's topics (the same for every instance).
@@ -366,117 +366,6 @@ impl<T> Backplane<T> {
 
     pub fn next_event(&mut self) -> Option<Event<T>> {
         self.events.pop_front()
-    }
-
-    /// Sends a request's call, or answers it `Unavailable` at once when Redis is away or the
-    /// window is full (the caller should have asked `has_room`). Takes the fields it needs, so a
-    /// call may borrow the others.
-    fn request(
-        link: &mut Link<Pending<T>>,
-        events: &mut VecDeque<Event<T>>,
-        state: State,
-        ticket: T,
-        kind: Kind,
-        call: &Call<'_>,
-        now: Instant,
-    ) {
-        if state != State::Up || !link.has_room() {
-            events.push_back(Event::Answer {
-                ticket,
-                outcome: Outcome::Unavailable,
-            });
-            return;
-        }
-        let sent = link.send(Pending::Request { ticket, kind }, call.parts(), now);
-        debug_assert!(sent.is_ok(), "room was checked");
-    }
-
-    /// Creates `name` as `epoch` cluster-wide, within `MAX_TOPICS`.
-    pub fn create(&mut self, ticket: T, name: &str, epoch: &str, now: Instant) {
-        let k = TopicKeys::new(name);
-        let argv: [&[u8]; 3] = [
-            name.as_bytes(),
-            epoch.as_bytes(),
-            self.argv.max_topics.as_bytes(),
-        ];
-        let call = Call::new(Script::Create, &k, &argv);
-        Self::request(
-            &mut self.link,
-            &mut self.events,
-            self.state,
-            ticket,
-            Kind::Create,
-            &call,
-            now,
-        );
-    }
-
-    pub fn delete(&mut self, ticket: T, name: &str, now: Instant) {
-        let k = TopicKeys::new(name);
-        let call = Call::new(Script::Delete, &k, &[name.as_bytes(), k.channel.as_bytes()]);
-        Self::request(
-            &mut self.link,
-            &mut self.events,
-            self.state,
-            ticket,
-            Kind::Delete,
-            &call,
-            now,
-        );
-    }
-
-    /// Publishes the event `head .. seq .. tail` (`protocol::event_parts`) with message `id`.
-    pub fn publish(
-        &mut self,
-        ticket: T,
-        topic: &str,
-        id: &str,
-        head: &[u8],
-        tail: &[u8],
-        now: Instant,
-    ) {
-        let k = TopicKeys::new(topic);
-        let argv: [&[u8]; 7] = [
-            topic.as_bytes(),
-            id.as_bytes(),
-            head,
-            tail,
-            self.argv.history_size.as_bytes(),
-            self.argv.history_bytes.as_bytes(),
-            k.channel.as_bytes(),
-        ];
-        let call = Call::new(Script::Publish, &k, &argv);
-        Self::request(
-            &mut self.link,
-            &mut self.events,
-            self.state,
-            ticket,
-            Kind::Publish,
-            &call,
-            now,
-        );
-    }
-
-    /// Reads a page of `topic`'s history after `after` (once one of the `READS_OUT` places is
-    /// free); the backplane's own command, sent past the window rather than lost.
-    fn read(&mut self, topic: &str, after: u64, now: Instant) {
-        if self.reads_out >= READS_OUT {
-            self.reads_waiting.push_back((topic.to_string(), after));
-            return;
-        }
-        self.reads_out += 1;
-        let k = TopicKeys::new(topic);
-        let after = after.to_string();
-        let argv: [&[u8]; 3] = [
-            topic.as_bytes(),
-            after.as_bytes(),
-            self.argv.read_count.as_bytes(),
-        ];
-        let call = Call::new(Script::Read, &k, &argv);
-        let pending = Pending::Read {
-            topic: topic.to_string(),
-        };
-        self.link.send_forced(pending, call.parts(), now);
     }
 }
 
