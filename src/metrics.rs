@@ -85,6 +85,11 @@ fn cluster(out: &mut Out, c: &crate::rest::ClusterStatus) {
             k.data_lost,
         ),
         (
+            "pubsub_cluster_renewed_total",
+            "Topics found gone back under their epoch after a reconnect (Redis restored older data), given a new epoch.",
+            k.renewed,
+        ),
+        (
             "pubsub_cluster_resets_total",
             "Topics whose subscribers were told reset (a new epoch, or events lost for good).",
             k.resets,

@@ -120,6 +120,9 @@ pub struct ClusterStats {
     pub gaps_filled: u64,
     /// Reconnects that found Redis had lost its data; its topics were created again.
     pub data_lost: u64,
+    /// Topics found gone back under their epoch after a reconnect (Redis restored older data)
+    /// and given a new one.
+    pub renewed: u64,
     /// Topics whose subscribers were told `reset` (a new epoch, or events lost for good).
     pub resets: u64,
     /// Requests answered `UNAVAILABLE` (Redis away, or its answer overdue).

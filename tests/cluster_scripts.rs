@@ -98,14 +98,14 @@ fn at_once<R: Send>(redis: &Redis, n: usize, f: impl Fn(usize, RedisConn) -> R +
     })
 }
 
-/// The retained seqs after `after`, and the topic's last seq.
-fn read(c: &mut RedisConn, name: &str, after: u64) -> (Vec<u64>, i64) {
+/// The retained seqs from `from` on, and the topic's last seq.
+fn read(c: &mut RedisConn, name: &str, from: u64) -> (Vec<u64>, i64) {
     let k = TopicKeys::new(name);
     let reply = items(eval(
         c,
         scripts::READ,
         &[scripts::TOPICS, &k.meta, &k.history],
-        &[name.as_bytes(), after.to_string().as_bytes(), b"1000"],
+        &[name.as_bytes(), from.to_string().as_bytes(), b"1000"],
     ));
     assert_eq!(int(&reply[0]), 1, "{reply:?}");
     let seqs = items(reply[3].clone())
@@ -194,7 +194,8 @@ fn seqs_are_gap_free_under_concurrent_publishers_and_reach_subscribers_in_order(
         (retained.first(), retained.last(), retained.len(), last),
         (Some(&801), Some(&900), 100, 900)
     );
-    assert_eq!(read(&mut c, "t", 895).0, [896, 897, 898, 899, 900]);
+    // From a seq on, that one included: the reader sees whether it still holds the same event.
+    assert_eq!(read(&mut c, "t", 896).0, [896, 897, 898, 899, 900]);
 }
 
 #[test]
@@ -339,4 +340,52 @@ fn scripts_load_under_the_digest_computed_here() {
         reply,
         Value::Array(vec![Value::Integer(1), Value::Bulk(b"ep".to_vec())])
     );
+}
+
+fn renew(c: &mut RedisConn, name: &str, seen: &str, new: &str) -> Vec<Value> {
+    let k = TopicKeys::new(name);
+    items(eval(
+        c,
+        scripts::RENEW,
+        &[scripts::TOPICS, &k.meta, &k.history],
+        &[
+            name.as_bytes(),
+            seen.as_bytes(),
+            new.as_bytes(),
+            k.channel.as_bytes(),
+        ],
+    ))
+}
+
+#[test]
+fn a_renewal_wins_once_keeps_the_seqs_and_is_announced_on_the_channel() {
+    let Some(redis) = Redis::start() else { return };
+    let mut c = redis.connect();
+    let k = TopicKeys::new("t");
+    create(&mut c, "t", "ep1", 10);
+    let id = "00000000-0000-4000-8000-000000000001";
+    publish(&mut c, "t", id, "1", 10, 1 << 20);
+    let mut sub = redis.connect();
+    sub.call(&[b"SUBSCRIBE", k.channel.as_bytes()]);
+    let bulk = |s: &str| Value::Bulk(s.as_bytes().to_vec());
+    assert_eq!(
+        renew(&mut c, "t", "ep1", "ep1.a"),
+        [Value::Integer(1), bulk("ep1.a")]
+    );
+    assert_eq!(items(sub.recv())[2], bulk("ep1.a:0:R"));
+    // A second instance that saw the same: the renewal in force, nothing announced.
+    assert_eq!(
+        renew(&mut c, "t", "ep1", "ep1.b"),
+        [Value::Integer(1), bulk("ep1.a")]
+    );
+    assert_eq!(renew(&mut c, "nope", "ep1", "x"), [Value::Integer(0)]);
+    // The history and the message ids go on under the new epoch.
+    assert_eq!(publish(&mut c, "t", id, "1", 10, 1 << 20), (2, 1));
+    let next = "00000000-0000-4000-8000-000000000002";
+    assert_eq!(publish(&mut c, "t", next, "1", 10, 1 << 20), (1, 2));
+    assert!(items(sub.recv())[2]
+        .as_bytes()
+        .unwrap()
+        .starts_with(b"ep1.a:2:"));
+    assert_eq!(read(&mut c, "t", 0), (vec![1, 2], 2));
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::redis::Redis;
+use pubsub::cluster::link::Arrived;
 use pubsub::resp::Value;
 
 fn bulk(s: &[u8]) -> Value {
@@ -134,7 +135,7 @@ fn a_link_pipelines_thousands_of_commands_and_matches_every_reply_to_its_own() {
         let n = socket.read(&mut buf).unwrap();
         assert!(n > 0);
         link.received(&buf[..n]).unwrap();
-        while let Some((tag, value)) = link.next_reply() {
+        while let Some(Arrived::Reply(tag, value)) = link.next_arrived() {
             assert_eq!((tag, value), (next, Value::Integer(next as i64 + 1)));
             next += 1;
         }

@@ -4,8 +4,9 @@
 //! caller that cannot send paces whoever asked it to. A command whose reply is overdue means the
 //! link is dead: every command still waiting is handed back, to be answered `UNAVAILABLE`.
 //!
-//! Out-of-band data (RESP3 pushes) is kept apart from replies: a subscription's messages never
-//! take a command's place.
+//! Out-of-band data (RESP3 pushes) never takes a command's place, and is handed on in the order
+//! it arrived among the replies: a subscription's message before a reply was published before
+//! that command ran, one after it was published after.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -53,8 +54,17 @@ pub struct Link<T> {
     waiting: VecDeque<(T, Instant)>,
     decoder: Decoder,
     input: Vec<u8>,
-    replies: VecDeque<(T, Value)>,
-    pushes: VecDeque<Value>,
+    /// Replies and pushes decoded and not yet taken, in the order they arrived.
+    arrived: VecDeque<Arrived<T>>,
+}
+
+/// What came from Redis.
+#[derive(Debug, PartialEq)]
+pub enum Arrived<T> {
+    /// A reply, with the tag of the command it answers.
+    Reply(T, Value),
+    /// Out-of-band data (a RESP3 push).
+    Push(Value),
 }
 
 impl<T> Link<T> {
@@ -66,8 +76,7 @@ impl<T> Link<T> {
             waiting: VecDeque::new(),
             decoder: Decoder::new(limits.resp),
             input: Vec::new(),
-            replies: VecDeque::new(),
-            pushes: VecDeque::new(),
+            arrived: VecDeque::new(),
         }
     }
 
@@ -135,11 +144,11 @@ impl<T> Link<T> {
                 Ok((used, Some(value))) => {
                     pos += used;
                     if let Value::Push(_) = value {
-                        self.pushes.push_back(value);
+                        self.arrived.push_back(Arrived::Push(value));
                         continue;
                     }
                     match self.waiting.pop_front() {
-                        Some((tag, _)) => self.replies.push_back((tag, value)),
+                        Some((tag, _)) => self.arrived.push_back(Arrived::Reply(tag, value)),
                         None => break Err(LinkError::Unexpected),
                     }
                 }
@@ -154,14 +163,9 @@ impl<T> Link<T> {
         result
     }
 
-    /// The next reply, with the tag of the command it answers.
-    pub fn next_reply(&mut self) -> Option<(T, Value)> {
-        self.replies.pop_front()
-    }
-
-    /// The next out-of-band value (a RESP3 push).
-    pub fn next_push(&mut self) -> Option<Value> {
-        self.pushes.pop_front()
+    /// The next reply or push, in the order they came.
+    pub fn next_arrived(&mut self) -> Option<Arrived<T>> {
+        self.arrived.pop_front()
     }
 
     pub fn in_flight(&self) -> usize {
@@ -186,8 +190,7 @@ impl<T> Link<T> {
         self.written = 0;
         self.input.clear();
         self.decoder = Decoder::new(self.limits.resp);
-        self.replies.clear();
-        self.pushes.clear();
+        self.arrived.clear();
         self.waiting.drain(..).map(|(tag, _)| tag).collect()
     }
 }
@@ -240,10 +243,17 @@ mod tests {
         for chunk in replies.chunks(4) {
             l.received(chunk).unwrap();
         }
-        assert_eq!(l.next_reply(), Some((1, Value::Simple(b"PONG".to_vec()))));
-        assert_eq!(l.next_reply(), Some((2, Value::Bulk(b"abc".to_vec()))));
-        assert_eq!(l.next_reply(), None);
-        assert!(matches!(l.next_push(), Some(Value::Push(v)) if v.len() == 2));
+        assert_eq!(
+            l.next_arrived(),
+            Some(Arrived::Reply(1, Value::Simple(b"PONG".to_vec())))
+        );
+        // The push came between the two replies, and is taken between them.
+        assert!(matches!(l.next_arrived(), Some(Arrived::Push(Value::Push(v))) if v.len() == 2));
+        assert_eq!(
+            l.next_arrived(),
+            Some(Arrived::Reply(2, Value::Bulk(b"abc".to_vec())))
+        );
+        assert_eq!(l.next_arrived(), None);
         assert_eq!(l.in_flight(), 0);
     }
 
@@ -256,8 +266,11 @@ mod tests {
         assert_eq!(l.in_flight(), 1);
         l.received(b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n+PONG\r\n")
             .unwrap();
-        assert_eq!(l.next_reply(), Some((1, Value::Simple(b"PONG".to_vec()))));
-        assert!(matches!(l.next_push(), Some(Value::Push(v)) if v.len() == 3));
+        assert!(matches!(l.next_arrived(), Some(Arrived::Push(Value::Push(v))) if v.len() == 3));
+        assert_eq!(
+            l.next_arrived(),
+            Some(Arrived::Reply(1, Value::Simple(b"PONG".to_vec())))
+        );
     }
 
     #[test]
@@ -297,7 +310,10 @@ mod tests {
         assert_eq!((l.in_flight(), l.unwritten().len()), (0, 0));
         l.send(3, &[b"PING"], now).unwrap();
         l.received(b"+PONG\r\n").unwrap();
-        assert_eq!(l.next_reply(), Some((3, Value::Simple(b"PONG".to_vec()))));
+        assert_eq!(
+            l.next_arrived(),
+            Some(Arrived::Reply(3, Value::Simple(b"PONG".to_vec())))
+        );
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub enum ChannelMessage<'a> {
     Deleted {
         epoch: &'a [u8],
     },
+    /// `<epoch>:0:R`: the topic goes on as a new incarnation, its seqs no longer trusted
+    /// (Redis came back with older data); what it holds is read again from its history.
+    Renewed {
+        epoch: &'a [u8],
+    },
 }
 
 impl<'a> ChannelMessage<'a> {
@@ -35,6 +40,7 @@ impl<'a> ChannelMessage<'a> {
         let seq: u64 = std::str::from_utf8(seq).ok()?.parse().ok()?;
         match (seq, event) {
             (0, b"D") => Some(ChannelMessage::Deleted { epoch }),
+            (0, b"R") => Some(ChannelMessage::Renewed { epoch }),
             (0, _) => None,
             _ => Some(ChannelMessage::Event { epoch, seq, event }),
         }
@@ -67,6 +73,17 @@ pub struct Mirror {
     max_held: usize,
     /// The gap being fetched, if one is.
     fetching: Option<u64>,
+    /// A digest of the event delivered as `last`, when it is known: after a reconnect, Redis
+    /// holding another event at that seq means it came back with older data.
+    last_digest: Option<u64>,
+}
+
+/// What tells two events apart cheaply (once per event and instance, not per subscriber).
+fn digest(event: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(event);
+    h.finish()
 }
 
 impl Mirror {
@@ -79,7 +96,27 @@ impl Mirror {
             held: BTreeMap::new(),
             max_held,
             fetching: None,
+            last_digest: None,
         }
+    }
+
+    /// The event at `last`, when the history read to start the mirror holds it.
+    pub fn knows_last(&mut self, seq: u64, event: &[u8]) {
+        if seq == self.last {
+            self.last_digest = Some(digest(event));
+        }
+    }
+
+    /// Whether Redis's copy of the topic, as a history read after a reconnect shows it (its
+    /// last seq, and the events of the read, from the one at the read's start), went back
+    /// under the same epoch: its last seq is below this mirror's, or it holds another event
+    /// at this mirror's last seq. Only a data set restored from older data does that.
+    pub fn rolled_back(&self, last: u64, events: &[(u64, &[u8])]) -> bool {
+        if last < self.last {
+            return true;
+        }
+        let theirs = events.iter().find(|(seq, _)| *seq == self.last);
+        matches!((theirs, self.last_digest), (Some((_, e)), Some(d)) if digest(e) != d)
     }
 
     pub fn last(&self) -> u64 {
@@ -110,7 +147,8 @@ impl Mirror {
             ChannelMessage::Deleted { epoch } if epoch == self.epoch.as_slice() => {
                 steps.push(Step::Deleted);
             }
-            ChannelMessage::Deleted { .. } => {}
+            // The backplane reads the renewed topic again; the mirror is replaced.
+            ChannelMessage::Deleted { .. } | ChannelMessage::Renewed { .. } => {}
             ChannelMessage::Event { epoch, seq, event } => {
                 if epoch != self.epoch.as_slice() {
                     self.new_epoch(epoch, &mut steps);
@@ -149,6 +187,7 @@ impl Mirror {
                 });
             }
             self.last = seq;
+            self.last_digest = Some(digest(event));
             steps.push(Step::Deliver {
                 seq,
                 event: event.to_vec(),
@@ -162,6 +201,7 @@ impl Mirror {
                 });
             }
             self.last = until;
+            self.last_digest = None;
         }
         self.release(&mut steps);
         steps
@@ -195,6 +235,7 @@ impl Mirror {
         }
         if seq == self.last + 1 && self.fetching.is_none() {
             self.last = seq;
+            self.last_digest = Some(digest(event));
             steps.push(Step::Deliver {
                 seq,
                 event: event.to_vec(),
@@ -210,6 +251,7 @@ impl Mirror {
             self.fetching = None;
             if let Some((&first, _)) = self.held.first_key_value() {
                 self.last = first - 1;
+                self.last_digest = None;
             }
             self.release(steps);
             return self.event(seq, event, steps);
@@ -230,6 +272,7 @@ impl Mirror {
         self.held.retain(|&seq, _| seq > last);
         while let Some(event) = self.held.remove(&(self.last + 1)) {
             self.last += 1;
+            self.last_digest = Some(digest(&event));
             steps.push(Step::Deliver {
                 seq: self.last,
                 event,
@@ -251,6 +294,7 @@ impl Mirror {
     fn new_epoch(&mut self, epoch: &[u8], steps: &mut Vec<Step>) {
         self.epoch = epoch.to_vec();
         self.last = 0;
+        self.last_digest = None;
         self.held.clear();
         self.fetching = None;
         steps.push(Step::Reset {
@@ -445,5 +489,34 @@ mod tests {
         );
         assert_eq!(delivered(&steps), [6, 7, 10]);
         assert_eq!(m.last(), 10);
+    }
+
+    #[test]
+    fn a_history_gone_back_is_told_from_one_that_went_on() {
+        let mut m = Mirror::new(b"e", 0, 100);
+        for seq in 1..=3 {
+            m.on_message(&ChannelMessage::Event {
+                epoch: b"e",
+                seq,
+                event: format!("{{\"n\":{seq}}}").as_bytes(),
+            });
+        }
+        let same: [(u64, &[u8]); 2] = [(3, b"{\"n\":3}"), (4, b"{}")];
+        assert!(!m.rolled_back(4, &same), "went on from the event it had");
+        assert!(!m.rolled_back(3, &same[..1]), "nothing new");
+        assert!(m.rolled_back(2, &[]), "its last seq went back");
+        assert!(
+            m.rolled_back(4, &[(3, b"{\"n\":33}"), (4, b"{}")]),
+            "another event at the seq it had"
+        );
+        assert!(
+            !m.rolled_back(9, &[(5, b"{}")]),
+            "its event not retained: unknown"
+        );
+        // Started from a read: the event it starts at is known only when the read held it.
+        let mut m = Mirror::new(b"e", 7, 100);
+        assert!(!m.rolled_back(7, &[(7, b"x")]));
+        m.knows_last(7, b"y");
+        assert!(m.rolled_back(7, &[(7, b"x")]));
     }
 }

@@ -11,7 +11,8 @@
 //! | `{ps}:i:<topic>` | hash | message id → seq, for the retained events only |
 //!
 //! A topic's events are published on `{ps}:c:<topic>` as `<epoch>:<seq>:<event JSON>`; its
-//! deletion as `<epoch>:0:D`, after its last event. Creations and deletions are announced on
+//! deletion as `<epoch>:0:D`, after its last event; a new epoch given to it in place
+//! (`RENEW`) as `<epoch>:0:R`. Creations and deletions are announced on
 //! `{ps}:ctl` (`created:<epoch>:<name>`, `deleted:<epoch>:<name>`).
 
 /// The registry of topics.
@@ -105,19 +106,35 @@ redis.call('PUBLISH', ARGV[7], epoch .. ':' .. s .. ':' .. event)
 return {1, seq, epoch}
 "#;
 
-/// KEYS topics, meta, history; ARGV name, after seq, count.
-/// `{1, epoch, last seq, entries}` with at most `count` retained events after `after seq`,
+/// KEYS topics, meta, history; ARGV name, from seq, count.
+/// `{1, epoch, last seq, entries}` with at most `count` retained events from `from seq` on
+/// (the reader knows that one already: it shows whether Redis still holds the same event),
 /// oldest first (each `{"<seq>-0", {"e", event, "i", id}}`); `{0}` unknown topic.
 pub const READ: &str = r#"#!lua flags=no-writes
 local epoch = redis.call('HGET', KEYS[1], ARGV[1])
 if not epoch then return {0} end
 local last = tonumber(redis.call('HGET', KEYS[2], 's') or '0')
-local entries = redis.call('XRANGE', KEYS[3], '(' .. ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
+local entries = redis.call('XRANGE', KEYS[3], ARGV[2] .. '-0', '+', 'COUNT', ARGV[3])
 return {1, epoch, last, entries}
 "#;
 
+/// KEYS topics, meta, history; ARGV name, epoch seen, new epoch, channel. Gives a topic whose
+/// seqs went back (Redis restored older data) a new epoch, once however many instances find
+/// it: `{1, epoch}` with the epoch now in force (the channel carries `<epoch>:0:R` when this
+/// call changed it); `{0}` unknown topic.
+pub const RENEW: &str = r#"#!lua
+local epoch = redis.call('HGET', KEYS[1], ARGV[1])
+if not epoch then return {0} end
+if epoch == ARGV[2] then
+  epoch = ARGV[3]
+  redis.call('HSET', KEYS[1], ARGV[1], epoch)
+  redis.call('PUBLISH', ARGV[4], epoch .. ':0:R')
+end
+return {1, epoch}
+"#;
+
 /// Every script, to load on each connection (`SCRIPT LOAD`) and call by digest (`EVALSHA`).
-pub const ALL: [&str; 4] = [CREATE, DELETE, PUBLISH, READ];
+pub const ALL: [&str; 5] = [CREATE, DELETE, PUBLISH, READ, RENEW];
 
 /// A script of [`ALL`], by its place there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,17 +143,18 @@ pub enum Script {
     Delete = 1,
     Publish = 2,
     Read = 3,
+    Renew = 4,
 }
 
 /// The scripts' digests, computed once.
-fn digests() -> &'static [String; 4] {
-    static DIGESTS: std::sync::OnceLock<[String; 4]> = std::sync::OnceLock::new();
+fn digests() -> &'static [String; 5] {
+    static DIGESTS: std::sync::OnceLock<[String; 5]> = std::sync::OnceLock::new();
     DIGESTS.get_or_init(|| ALL.map(digest))
 }
 
 /// An `EVALSHA` of `script` on `topic`'s keys, then `argv`: the command's parts, without an
-/// allocation. Every script takes the registry, the meta and the history; all but `READ` the
-/// message ids too.
+/// allocation. Every script takes the registry, the meta and the history; all but `READ` and
+/// `RENEW` the message ids too.
 pub struct Call<'a> {
     parts: [&'a [u8]; 16],
     len: usize,
@@ -151,7 +169,7 @@ impl<'a> Call<'a> {
             topic.history.as_bytes(),
             topic.ids.as_bytes(),
         ];
-        let keys = if script == Script::Read {
+        let keys = if matches!(script, Script::Read | Script::Renew) {
             &keys[..3]
         } else {
             keys

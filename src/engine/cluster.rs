@@ -93,6 +93,7 @@ impl<S> Engine<S> {
         counters.reconnects = own.reconnects;
         counters.gaps_filled = own.gaps_fetched;
         counters.data_lost = own.data_lost;
+        counters.renewed = own.renewed;
         counters.probes = own.probes;
         Some(ClusterStatus {
             instance: c.instance.clone(),

@@ -2,6 +2,7 @@
 //! port, speak raw HTTP, and open WebSocket clients with the independent `tungstenite` crate.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};

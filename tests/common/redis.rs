@@ -18,6 +18,8 @@ pub struct Redis {
     extra: Vec<String>,
     /// A TCP port as well as the socket, when asked for.
     pub port: Option<u16>,
+    /// The password the server now asks for, if any.
+    password: Option<String>,
 }
 
 impl Redis {
@@ -50,6 +52,7 @@ impl Redis {
             socket,
             extra,
             port,
+            password: None,
         };
         redis.wait_ready();
         Some(redis)
@@ -102,21 +105,48 @@ impl Redis {
     /// Stops the server (SIGTERM: with persistence on, it writes its data first) and starts it
     /// again on the same socket, port and directory.
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// As [`Redis::restart`], with `more` arguments this time (`--requirepass` ...): the test
+    /// still reaches it through [`Redis::connect`].
+    pub fn restart_with(&mut self, more: &[&str]) {
         self.signal("TERM");
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
-        self.child = Redis::spawn(&self.dir, &self.socket, self.port, &self.extra);
+        let mut extra = self.extra.clone();
+        extra.extend(more.iter().map(|s| s.to_string()));
+        self.child = Redis::spawn(&self.dir, &self.socket, self.port, &extra);
+        self.password = more
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|i| more.get(i + 1))
+            .map(|p| p.to_string());
         self.wait_ready();
     }
 
+    /// A connection, authenticated when the server asks for a password.
     fn connect_raw(&self) -> std::io::Result<RedisConn> {
         let stream = UnixStream::connect(&self.socket)?;
         stream.set_read_timeout(Some(super::TIMEOUT))?;
-        Ok(RedisConn {
+        let mut c = RedisConn {
             stream,
             decoder: Decoder::new(resp::Limits::default()),
             buf: Vec::new(),
-        })
+        };
+        if let Some(password) = &self.password {
+            c.call(&[b"AUTH", password.as_bytes()]);
+        }
+        Ok(c)
+    }
+
+    /// The server no longer asks for a password.
+    pub fn drop_password(&mut self) {
+        let ok = self
+            .connect()
+            .call(&[b"CONFIG", b"SET", b"requirepass", b""]);
+        assert_eq!(ok, Value::Simple(b"OK".to_vec()));
+        self.password = None;
     }
 
     pub fn connect(&self) -> RedisConn {

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::replies::{outcome, pairs, read_reply, text, History};
+use super::replies::{outcome, pairs, read_reply, renew_reply, text, History};
 use super::{Backplane, Event, Followed, Pending, State, BACKOFF_FIRST};
-use crate::cluster::link::LinkError;
+use crate::cluster::link::{Arrived, LinkError};
 use crate::cluster::mirror::{ChannelMessage, Mirror, Step};
 use crate::cluster::scripts;
 use crate::cluster::scripts::{Call, Script, TopicKeys};
@@ -18,17 +18,14 @@ impl<T> Backplane<T> {
     pub fn received(&mut self, bytes: &[u8], now: Instant) -> Result<(), LinkError> {
         self.last_activity = now;
         self.link.received(bytes)?;
-        loop {
-            // Pushes first: on one connection they came before the replies that follow them.
-            if let Some(push) = self.link.next_push() {
-                self.on_push(push, now);
-                continue;
+        // In the order they came: a push before a reply was published before its command ran.
+        while let Some(arrived) = self.link.next_arrived() {
+            match arrived {
+                Arrived::Push(push) => self.on_push(push, now),
+                Arrived::Reply(pending, value) => self.on_reply(pending, value, now)?,
             }
-            let Some((pending, value)) = self.link.next_reply() else {
-                return Ok(());
-            };
-            self.on_reply(pending, value, now)?;
         }
+        Ok(())
     }
 
     fn on_reply(
@@ -48,7 +45,13 @@ impl<T> Backplane<T> {
             Pending::Boot => self.on_boot(value, now),
             Pending::Recreate => {}
             Pending::Registry => self.on_registry(value, now),
-            Pending::Read { topic } => self.on_read(&topic, value, now),
+            // A read or renewal refused (the scripts flushed, Redis busy) leaves the topic
+            // unfollowed: the connection is made again, and that reads everything again.
+            Pending::Read { .. } | Pending::Renew { .. } if matches!(value, Value::Error(_)) => {
+                return Err(LinkError::Unexpected);
+            }
+            Pending::Read { topic, from } => self.on_read(&topic, from, value, now),
+            Pending::Renew { topic } => self.on_renewed(&topic, value, now),
             Pending::Request { ticket, kind } => {
                 let outcome = outcome(kind, &value);
                 if let Value::Error(e) = &value {
@@ -152,9 +155,9 @@ impl<T> Backplane<T> {
         self.events.push_back(Event::Up);
     }
 
-    fn on_read(&mut self, topic: &str, value: Value, now: Instant) {
+    fn on_read(&mut self, topic: &str, from: u64, value: Value, now: Instant) {
         self.reads_out = self.reads_out.saturating_sub(1);
-        self.read_page(topic, value, now);
+        self.read_page(topic, from, value, now);
         while self.reads_out < super::READS_OUT {
             let Some((topic, after)) = self.reads_waiting.pop_front() else {
                 break;
@@ -163,19 +166,27 @@ impl<T> Backplane<T> {
         }
     }
 
-    fn read_page(&mut self, topic: &str, value: Value, now: Instant) {
+    fn read_page(&mut self, topic: &str, from: u64, value: Value, now: Instant) {
+        let Some(followed) = self.topics.get_mut(topic) else {
+            return;
+        };
         let Some(History {
             epoch,
             last,
             events: entries,
         }) = read_reply(value)
         else {
-            // The topic went while the read was out: its deletion marker says so.
+            // The topic went while the read was out. A mirror is told by the deletion marker on
+            // the channel; without one, the marker was dropped, and this says it instead.
+            if followed.mirror.is_none() {
+                self.forget(topic);
+            }
             return;
         };
-        let Some(followed) = self.topics.get_mut(topic) else {
+        if followed.mirror.is_none() && from > 0 {
+            // Asked for before the mirror was dropped (renewed): a read from the start follows.
             return;
-        };
+        }
         let events: Vec<(u64, &[u8])> = entries.iter().map(|(s, e)| (*s, e.as_slice())).collect();
         // A full page short of the last seq: more follows.
         let more = events.len() >= super::READ_PAGE && events.last().is_some_and(|e| e.0 < last);
@@ -197,7 +208,21 @@ impl<T> Backplane<T> {
                         event: event.to_vec(),
                     });
                 }
-                followed.mirror = Some(Mirror::new(epoch.as_bytes(), last, self.settings.max_held));
+                let mut mirror = Mirror::new(epoch.as_bytes(), last, self.settings.max_held);
+                if let Some(&(seq, event)) = events.last() {
+                    mirror.knows_last(seq, event);
+                }
+                followed.mirror = Some(mirror);
+            }
+            Some(mirror)
+                if mirror.epoch() == epoch.as_bytes() && mirror.rolled_back(last, &events) =>
+            {
+                // Redis came back with older data than this instance saw: the seqs from here
+                // would be reused for other events. The topic goes on under a new epoch, and its
+                // subscribers are told once Redis has it.
+                self.counters.renewed += 1;
+                followed.mirror = None;
+                self.renew(topic, &epoch, now);
             }
             Some(mirror) => {
                 if mirror.epoch() != epoch.as_bytes() {
@@ -212,6 +237,42 @@ impl<T> Backplane<T> {
             }
         }
         self.apply(topic, steps, now);
+    }
+
+    /// The new epoch in force for a topic whose seqs went back: its subscribers are told, and
+    /// it is followed again from its history.
+    fn on_renewed(&mut self, topic: &str, value: Value, now: Instant) {
+        let Some(followed) = self.topics.get(topic) else {
+            return;
+        };
+        if followed.mirror.is_some() {
+            // Deleted and created again meanwhile: followed as that.
+            return;
+        }
+        match renew_reply(value) {
+            Some(epoch) => self.start_over(topic, epoch, now),
+            None => self.forget(topic),
+        }
+    }
+
+    /// `topic` goes on as `epoch`, from its stored history: the mirror is dropped, the
+    /// subscribers are told, and the history is read from its start.
+    fn start_over(&mut self, topic: &str, epoch: String, now: Instant) {
+        if let Some(followed) = self.topics.get_mut(topic) {
+            followed.mirror = None;
+        }
+        self.events.push_back(Event::Reset {
+            topic: topic.to_string(),
+            epoch,
+        });
+        self.read(topic, 0, now);
+    }
+
+    fn forget(&mut self, topic: &str) {
+        self.topics.remove(topic);
+        self.events.push_back(Event::TopicDeleted {
+            name: topic.to_string(),
+        });
     }
 
     fn on_push(&mut self, push: Value, now: Instant) {
@@ -279,6 +340,14 @@ impl<T> Backplane<T> {
         let Some(mirror) = followed.mirror.as_mut() else {
             return;
         };
+        if let ChannelMessage::Renewed { epoch } = *message {
+            // Another instance found the topic's seqs gone back; this one starts over too.
+            if epoch != mirror.epoch() {
+                let epoch = String::from_utf8_lossy(epoch).into_owned();
+                self.start_over(&topic, epoch, now);
+            }
+            return;
+        }
         let steps = mirror.on_message(message);
         self.apply(&topic, steps, now);
     }
@@ -299,13 +368,52 @@ impl<T> Backplane<T> {
                     topic: topic.to_string(),
                     epoch: String::from_utf8_lossy(&epoch).into_owned(),
                 }),
-                Step::Deleted => {
-                    self.topics.remove(topic);
-                    self.events.push_back(Event::TopicDeleted {
-                        name: topic.to_string(),
-                    });
-                }
+                Step::Deleted => self.forget(topic),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::backplane;
+    use super::*;
+
+    fn entry(seq: u64) -> String {
+        format!(
+            "*2\r\n${}\r\n{seq}-0\r\n*4\r\n$1\r\ne\r\n$2\r\n{{}}\r\n$1\r\ni\r\n$1\r\na\r\n",
+            format!("{seq}-0").len()
+        )
+    }
+
+    #[test]
+    fn an_event_published_just_after_a_read_ran_is_delivered_after_the_read() {
+        let mut b = backplane();
+        let now = Instant::now();
+        b.connected(now);
+        b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), now)
+            .unwrap();
+        b.received(b"$4\r\nabcd\r\n", now).unwrap();
+        // The registry: topic t, never followed, so its history is read from the start.
+        b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
+        let sent = String::from_utf8_lossy(b.unwritten()).into_owned();
+        assert!(sent.contains("{ps}:h:t"), "{sent}");
+        // The read's reply (events 1 and 2), and in the same bytes event 3, published after.
+        let mut bytes = format!(
+            "*4\r\n:1\r\n$2\r\ne1\r\n:2\r\n*2\r\n{}{}",
+            entry(1),
+            entry(2)
+        );
+        bytes.push_str(
+            ">4\r\n$8\r\npmessage\r\n$8\r\n{ps}:c:*\r\n$8\r\n{ps}:c:t\r\n$7\r\ne1:3:{}\r\n",
+        );
+        b.received(bytes.as_bytes(), now).unwrap();
+        let mut delivered = Vec::new();
+        while let Some(e) = b.next_event() {
+            if let Event::Deliver { seq, .. } = e {
+                delivered.push(seq);
+            }
+        }
+        assert_eq!(delivered, [1, 2, 3]);
     }
 }

@@ -107,8 +107,14 @@ enum Pending<T> {
     /// A topic created again after Redis lost its data (the reply is the registry's business).
     Recreate,
     Registry,
-    /// History of `topic`: all of it when first followed, or what may have been missed.
+    /// History of `topic` from `from`: all of it when first followed (0), or what may have
+    /// been missed.
     Read {
+        topic: String,
+        from: u64,
+    },
+    /// A new epoch asked for `topic`, whose seqs went back ([`scripts::RENEW`]).
+    Renew {
         topic: String,
     },
     Request {
@@ -127,9 +133,9 @@ enum Kind {
 /// What an instance knows of one topic.
 #[derive(Debug)]
 struct Followed {
-    /// `None` until its history has been read. Its channel's messages are dropped meanwhile:
-    /// one that arrives before the read's reply, on the same connection, was published before
-    /// the read ran, so the read holds it.
+    /// `None` until its history has been read (from its start). Its channel's messages are
+    /// dropped meanwhile: one that arrives before the read's reply, on the same connection,
+    /// was published before the read ran, so the read holds it.
     mirror: Option<Mirror>,
 }
 
@@ -139,7 +145,7 @@ struct Argv {
     max_topics: String,
     history_size: String,
     history_bytes: String,
-    /// Events a read asks for ([`READ_PAGE`]).
+    /// Events a read asks for: [`READ_PAGE`], and the one it starts from.
     read_count: String,
 }
 
@@ -189,6 +195,9 @@ pub struct Counters {
     pub data_lost: u64,
     /// Idle probes sent.
     pub probes: u64,
+    /// Topics found gone back under their epoch after a reconnect (Redis restored older
+    /// data), and given a new one.
+    pub renewed: u64,
 }
 
 impl<T> Backplane<T> {
@@ -204,7 +213,7 @@ impl<T> Backplane<T> {
                 max_topics: settings.max_topics.to_string(),
                 history_size: settings.history_size.to_string(),
                 history_bytes: settings.history_bytes.to_string(),
-                read_count: READ_PAGE.to_string(),
+                read_count: (READ_PAGE + 1).to_string(),
             },
             url,
             last_activity: now,
@@ -373,7 +382,7 @@ impl<T> Backplane<T> {
 mod tests {
     use super::*;
 
-    fn backplane() -> Backplane<u32> {
+    pub(super) fn backplane() -> Backplane<u32> {
         let settings = Settings {
             max_topics: 10,
             history_size: 100,
@@ -429,8 +438,9 @@ mod tests {
         let n = b.unwritten().len();
         b.wrote(n);
         let now = Instant::now();
-        // HELLO, SELECT, four scripts, SET NX: their content does not matter; then GET.
-        b.received(&b"+OK\r\n".repeat(7), now).unwrap();
+        // HELLO, SELECT, the scripts, SET NX: their content does not matter; then GET.
+        b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), now)
+            .unwrap();
         b.received(b"$4\r\nabcd\r\n", now).unwrap();
         let next = String::from_utf8_lossy(b.unwritten()).into_owned();
         assert!(next.contains("HGETALL"), "{next}");

@@ -70,6 +70,15 @@ pub(super) fn read_reply(v: Value) -> Option<History> {
     })
 }
 
+/// `RENEW`'s `{1, epoch}`: the epoch in force; `None` for `{0}` (no such topic).
+pub(super) fn renew_reply(v: Value) -> Option<String> {
+    let Value::Array(items) = v else { return None };
+    if items.first().and_then(int) != Some(1) {
+        return None;
+    }
+    text(items.get(1)?)
+}
+
 pub(super) fn outcome(kind: Kind, v: &Value) -> Outcome {
     let Value::Array(items) = v else {
         return Outcome::Unavailable;

@@ -98,8 +98,9 @@ impl<T> Backplane<T> {
         );
     }
 
-    /// Reads a page of `topic`'s history after `after` (once one of the `READS_OUT` places is
-    /// free); the backplane's own command, sent past the window rather than lost.
+    /// Reads a page of `topic`'s history after `after`, and the event at `after` itself (once
+    /// one of the `READS_OUT` places is free); the backplane's own command, sent past the
+    /// window rather than lost.
     pub(super) fn read(&mut self, topic: &str, after: u64, now: Instant) {
         if self.reads_out >= READS_OUT {
             self.reads_waiting.push_back((topic.to_string(), after));
@@ -107,14 +108,33 @@ impl<T> Backplane<T> {
         }
         self.reads_out += 1;
         let k = TopicKeys::new(topic);
-        let after = after.to_string();
+        let from = after.to_string();
         let argv: [&[u8]; 3] = [
             topic.as_bytes(),
-            after.as_bytes(),
+            from.as_bytes(),
             self.argv.read_count.as_bytes(),
         ];
         let call = Call::new(Script::Read, &k, &argv);
         let pending = Pending::Read {
+            topic: topic.to_string(),
+            from: after,
+        };
+        self.link.send_forced(pending, call.parts(), now);
+    }
+
+    /// Asks for `topic`, seen as `epoch`, to go on under a new epoch; the backplane's own
+    /// command, like a read.
+    pub(super) fn renew(&mut self, topic: &str, epoch: &str, now: Instant) {
+        let k = TopicKeys::new(topic);
+        let renewed = format!("{epoch}.{:08x}", crate::ids::random_u64() as u32);
+        let argv: [&[u8]; 4] = [
+            topic.as_bytes(),
+            epoch.as_bytes(),
+            renewed.as_bytes(),
+            k.channel.as_bytes(),
+        ];
+        let call = Call::new(Script::Renew, &k, &argv);
+        let pending = Pending::Renew {
             topic: topic.to_string(),
         };
         self.link.send_forced(pending, call.parts(), now);

@@ -16,8 +16,9 @@ fn up(rig: &mut Rig) {
     let now = rig.now;
     let b = rig.engine.backplane_mut().unwrap();
     b.connected(now);
-    // HELLO, SELECT, four scripts, SET NX; GET of the data set's identity; HGETALL.
-    b.received(&b"+OK\r\n".repeat(7), now).unwrap();
+    // HELLO, SELECT, the scripts, SET NX; GET of the data set's identity; HGETALL.
+    let setup = 3 + crate::cluster::scripts::ALL.len();
+    b.received(&b"+OK\r\n".repeat(setup), now).unwrap();
     b.received(b"$4\r\nabcd\r\n", now).unwrap();
     b.received(b"%0\r\n", now).unwrap();
     let push = b">3\r\n$7\r\nmessage\r\n$8\r\n{ps}:ctl\r\n$12\r\ncreated:e1:t\r\n";
