@@ -82,11 +82,7 @@ impl<T> Backplane<T> {
             let known: Vec<(String, String)> = self
                 .topics
                 .iter()
-                .filter_map(|(name, f)| {
-                    let m = f.mirror.as_ref()?;
-                    let epoch = String::from_utf8_lossy(m.epoch()).into_owned();
-                    Some((name.clone(), format!("{epoch}.{suffix}")))
-                })
+                .map(|(name, f)| (name.clone(), format!("{}.{suffix}", f.epoch)))
                 .collect();
             for (name, epoch) in known {
                 let k = TopicKeys::new(&name);
@@ -121,29 +117,26 @@ impl<T> Backplane<T> {
             self.events.push_back(Event::TopicDeleted { name });
         }
         for (name, epoch) in listed {
-            let known = self
-                .topics
-                .get(&name)
-                .and_then(|f| f.mirror.as_ref())
-                .map(|m| (m.epoch().to_vec(), m.last()));
-            match known {
-                Some((e, last)) if e == epoch.as_bytes() => {
+            let Some(followed) = self.topics.get_mut(&name) else {
+                self.events.push_back(Event::TopicCreated {
+                    name: name.clone(),
+                    epoch: epoch.clone(),
+                });
+                self.topics.insert(name.clone(), Followed::unread(&epoch));
+                self.read(&name, 0, now);
+                continue;
+            };
+            match &followed.mirror {
+                Some(m) if m.epoch() == epoch.as_bytes() => {
                     // Followed before: what was missed while away is a gap to fill.
+                    let last = m.last();
                     self.read(&name, last, now);
                 }
                 _ => {
-                    if known.is_some() {
-                        self.events.push_back(Event::Reset {
-                            topic: name.clone(),
-                            epoch: epoch.clone(),
-                        });
-                    } else {
-                        self.events.push_back(Event::TopicCreated {
-                            name: name.clone(),
-                            epoch: epoch.clone(),
-                        });
-                    }
-                    self.topics.insert(name.clone(), Followed { mirror: None });
+                    // Another incarnation, or one whose read from the start was lost with the
+                    // connection: read from the start, under the epoch its subscribers are told.
+                    followed.mirror = None;
+                    self.tell_reset(&name, &epoch);
                     self.read(&name, 0, now);
                 }
             }
@@ -191,13 +184,19 @@ impl<T> Backplane<T> {
         // A full page short of the last seq: more follows.
         let more = events.len() >= super::READ_PAGE && events.last().is_some_and(|e| e.0 < last);
         let mut steps = Vec::new();
+        if followed.mirror.is_none() && followed.epoch != epoch {
+            // Renewed again before its history was read: its subscribers are told first.
+            steps.push(Step::Reset {
+                epoch: epoch.as_bytes().to_vec(),
+            });
+        }
         match &mut followed.mirror {
             None if more => {
                 // Its history as the local ring, a page at a time; what arrives meanwhile waits.
                 let start = events[0].0 - 1;
                 let mut mirror = Mirror::new(epoch.as_bytes(), start, self.settings.max_held);
                 mirror.expect(last);
-                steps = mirror.filled_page(epoch.as_bytes(), &events, true);
+                steps.extend(mirror.filled_page(epoch.as_bytes(), &events, true));
                 followed.mirror = Some(mirror);
             }
             None => {
@@ -261,11 +260,22 @@ impl<T> Backplane<T> {
         if let Some(followed) = self.topics.get_mut(topic) {
             followed.mirror = None;
         }
-        self.events.push_back(Event::Reset {
-            topic: topic.to_string(),
-            epoch,
-        });
+        self.tell_reset(topic, &epoch);
         self.read(topic, 0, now);
+    }
+
+    /// Subscribers of `topic` are told it goes on as `epoch`, unless they were already.
+    fn tell_reset(&mut self, topic: &str, epoch: &str) {
+        let Some(followed) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if followed.epoch != epoch {
+            followed.epoch = epoch.to_string();
+            self.events.push_back(Event::Reset {
+                topic: topic.to_string(),
+                epoch: epoch.to_string(),
+            });
+        }
     }
 
     fn forget(&mut self, topic: &str) {
@@ -311,12 +321,8 @@ impl<T> Backplane<T> {
         ) else {
             return;
         };
-        if self
-            .topics
-            .get(name)
-            .and_then(|f| f.mirror.as_ref())
-            .is_some_and(|m| m.epoch() == epoch.as_bytes())
-        {
+        if self.topics.get(name).is_some_and(|f| f.epoch == epoch) {
+            // Known already (from the registry, its history being read).
             return;
         }
         // Created just now: nothing to read, its events follow on the channel.
@@ -325,12 +331,9 @@ impl<T> Backplane<T> {
             name: name.to_string(),
             epoch: epoch.to_string(),
         });
-        self.topics.insert(
-            name.to_string(),
-            Followed {
-                mirror: Some(Mirror::new(epoch.as_bytes(), 0, self.settings.max_held)),
-            },
-        );
+        let mut followed = Followed::unread(epoch);
+        followed.mirror = Some(Mirror::new(epoch.as_bytes(), 0, self.settings.max_held));
+        self.topics.insert(name.to_string(), followed);
     }
 
     fn on_channel(&mut self, topic: String, message: &ChannelMessage<'_>, now: Instant) {
@@ -364,10 +367,9 @@ impl<T> Backplane<T> {
                     self.counters.gaps_fetched += 1;
                     self.read(topic, after, now);
                 }
-                Step::Reset { epoch } => self.events.push_back(Event::Reset {
-                    topic: topic.to_string(),
-                    epoch: String::from_utf8_lossy(&epoch).into_owned(),
-                }),
+                Step::Reset { epoch } => {
+                    self.tell_reset(topic, &String::from_utf8_lossy(&epoch));
+                }
                 Step::Deleted => self.forget(topic),
             }
         }
@@ -415,5 +417,45 @@ mod tests {
             }
         }
         assert_eq!(delivered, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_renewal_seen_on_the_channel_and_then_in_the_registry_is_told_once() {
+        let mut b = backplane();
+        let now = Instant::now();
+        let setup = b"+OK\r\n".repeat(3 + scripts::ALL.len());
+        b.connected(now);
+        b.received(&setup, now).unwrap();
+        b.received(b"$4\r\nabcd\r\n", now).unwrap();
+        b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
+        let read = format!("*4\r\n:1\r\n$2\r\ne1\r\n:1\r\n*1\r\n{}", entry(1));
+        b.received(read.as_bytes(), now).unwrap();
+        while b.next_event().is_some() {}
+        // Away and back; another instance renews the topic between the subscription and the
+        // registry's reply, so this one hears of e2 first on the channel, then in the registry.
+        b.connection_lost(now);
+        let later = now + std::time::Duration::from_secs(5);
+        b.connected(later);
+        b.received(&setup, later).unwrap();
+        b.received(b"$4\r\nabcd\r\n", later).unwrap();
+        b.received(
+            b">4\r\n$8\r\npmessage\r\n$8\r\n{ps}:c:*\r\n$8\r\n{ps}:c:t\r\n$6\r\ne2:0:R\r\n",
+            later,
+        )
+        .unwrap();
+        b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne2\r\n", later).unwrap();
+        let read = format!("*4\r\n:1\r\n$2\r\ne2\r\n:1\r\n*1\r\n{}", entry(1));
+        b.received(read.as_bytes(), later).unwrap();
+        b.received(read.as_bytes(), later).unwrap();
+        let mut told = Vec::new();
+        while let Some(e) = b.next_event() {
+            match e {
+                Event::Reset { epoch, .. } => told.push(format!("reset {epoch}")),
+                Event::TopicCreated { epoch, .. } => told.push(format!("created {epoch}")),
+                Event::Deliver { seq, .. } => told.push(format!("deliver {seq}")),
+                _ => {}
+            }
+        }
+        assert_eq!(told, ["reset e2", "deliver 1"]);
     }
 }

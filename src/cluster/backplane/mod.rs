@@ -137,6 +137,19 @@ struct Followed {
     /// dropped meanwhile: one that arrives before the read's reply, on the same connection,
     /// was published before the read ran, so the read holds it.
     mirror: Option<Mirror>,
+    /// The epoch its subscribers were last told (created as, or `reset` to): a renewal seen
+    /// twice (on the channel, then in the registry) is told once.
+    epoch: String,
+}
+
+impl Followed {
+    /// A topic known as `epoch` whose history is yet to be read.
+    fn unread(epoch: &str) -> Followed {
+        Followed {
+            mirror: None,
+            epoch: epoch.to_string(),
+        }
+    }
 }
 
 /// The numbers every call of a script passes, as text.
