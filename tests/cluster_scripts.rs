@@ -43,7 +43,7 @@ fn create(c: &mut RedisConn, name: &str, epoch: &str, max: usize) -> Vec<Value> 
 }
 
 /// Publishes `payload` as message `id` with a history of `size` events and `bytes` bytes:
-/// (status, seq).
+/// (status, seq), status 1 published, 2 a duplicate (of that seq), 0 no such topic.
 fn publish(
     c: &mut RedisConn,
     name: &str,
@@ -52,26 +52,56 @@ fn publish(
     size: u32,
     bytes: u32,
 ) -> (i64, i64) {
+    let each = publish_batch(c, name, &[(id, payload)], size, bytes);
+    match each.first() {
+        None => (0, 0),
+        Some(&seq) if seq > 0 => (1, seq),
+        Some(&seq) => (2, -seq),
+    }
+}
+
+/// Publishes `events` (message id, payload) in one call: each one's seq, negative for a
+/// duplicate; empty for no such topic.
+fn publish_batch(
+    c: &mut RedisConn,
+    name: &str,
+    events: &[(&str, &str)],
+    size: u32,
+    bytes: u32,
+) -> Vec<i64> {
     let k = TopicKeys::new(name);
-    let head = format!(
-        r#"{{"type":"event","topic":"{name}","message":{{"id":"{id}","payload":{payload}}},"seq":"#
-    );
+    let heads: Vec<String> = events
+        .iter()
+        .map(|(id, payload)| {
+            format!(
+                r#"{{"type":"event","topic":"{name}","message":{{"id":"{id}","payload":{payload}}},"seq":"#
+            )
+        })
+        .collect();
     let (size, bytes) = (size.to_string(), bytes.to_string());
+    let mut argv: Vec<&[u8]> = vec![
+        name.as_bytes(),
+        size.as_bytes(),
+        bytes.as_bytes(),
+        k.channel.as_bytes(),
+    ];
+    for ((id, _), head) in events.iter().zip(&heads) {
+        argv.extend([
+            id.as_bytes(),
+            head.as_bytes(),
+            br#","ts":"2026-12-02T00:00:00.000Z"}"#,
+        ]);
+    }
     let reply = items(eval(
         c,
         scripts::PUBLISH,
         &[scripts::TOPICS, &k.meta, &k.history, &k.ids],
-        &[
-            name.as_bytes(),
-            id.as_bytes(),
-            head.as_bytes(),
-            br#","ts":"2026-12-02T00:00:00.000Z"}"#,
-            size.as_bytes(),
-            bytes.as_bytes(),
-            k.channel.as_bytes(),
-        ],
+        &argv,
     ));
-    (int(&reply[0]), reply.get(1).map_or(0, int))
+    if int(&reply[0]) == 0 {
+        return Vec::new();
+    }
+    reply[2..].iter().map(int).collect()
 }
 
 fn delete(c: &mut RedisConn, name: &str) -> Vec<Value> {
@@ -217,10 +247,23 @@ fn a_message_id_is_published_once_while_retained_and_history_holds_its_byte_boun
     // `a` has left the three-event history: the same id is a new event now.
     assert_eq!(publish(&mut c, "t", a, "4", 3, 1 << 20), (1, 5));
     let k = TopicKeys::new("t");
+    let Value::Array(fields) = c.call(&[b"HKEYS", k.ids.as_bytes()]) else {
+        panic!("no ids hash")
+    };
+    let mut fields: Vec<String> = fields
+        .iter()
+        .map(|f| String::from_utf8(f.as_bytes().unwrap().to_vec()).unwrap())
+        .collect();
+    fields.sort();
+    // Each retained event's id and its record for trimming (`#<seq>`), and the padding.
+    let mut want: Vec<String> = ["#3", "#4", "#5", a, "~"].map(String::from).into();
+    want.extend([1, 2].map(|n| format!("00000000-0000-4000-8000-{n:012x}")));
+    want.sort();
+    assert_eq!(fields, want, "ids only of what is retained");
     assert_eq!(
-        c.call(&[b"HLEN", k.ids.as_bytes()]),
-        Value::Integer(3),
-        "ids only of what is retained"
+        c.call(&[b"OBJECT", b"ENCODING", k.ids.as_bytes()]),
+        Value::Bulk(b"hashtable".to_vec()),
+        "a lookup by id is not a scan"
     );
     // By bytes: events of about 140 bytes under a 400-byte bound keep two.
     let pad = format!("\"{}\"", "x".repeat(40));
@@ -249,6 +292,30 @@ fn a_message_id_is_published_once_while_retained_and_history_holds_its_byte_boun
         (1, 16)
     );
     assert_eq!(read(&mut c, "t", 0).0, [14, 15]);
+    // Trimming steps over the seq that was not retained.
+    for n in 0x30..0x32 {
+        let id = format!("00000000-0000-4000-8000-{n:012x}");
+        publish(&mut c, "t", &id, &pad, 100, 400);
+    }
+    assert_eq!(read(&mut c, "t", 0), (vec![17, 18], 18));
+}
+
+#[test]
+fn a_batch_publishes_in_order_and_an_id_twice_in_it_is_a_duplicate_of_the_first() {
+    let Some(redis) = Redis::start() else { return };
+    let mut c = redis.connect();
+    create(&mut c, "t", "ep1", 10);
+    let [a, b] = ["a", "b"].map(|n| format!("00000000-0000-4000-8000-00000000000{n}"));
+    let each = publish_batch(
+        &mut c,
+        "t",
+        &[(&a, "1"), (&b, "2"), (&a, "3")],
+        100,
+        1 << 20,
+    );
+    assert_eq!(each, [1, 2, -1]);
+    assert_eq!(read(&mut c, "t", 0), (vec![1, 2], 2));
+    assert!(publish_batch(&mut c, "gone", &[(&a, "1")], 100, 1 << 20).is_empty());
 }
 
 #[test]

@@ -187,7 +187,7 @@ pub fn cluster(opts: &Opts) -> Report {
     topic_everywhere(&nodes, "bench");
     let (spread, on_second) = spread_run(&nodes, &[0, 1, 2], "bench", subscribers, 1, rate, opts);
     topic_everywhere(&nodes, "acks");
-    let (through, _) = spread_run(&nodes, &[0], "acks", 1, 4, window, opts);
+    let (through, _) = spread_run(&nodes, &[0, 1, 2], "acks", 3, 4, window, opts);
     topic_everywhere(&nodes, "ack10k");
     let ack_pace = Pace::Rate {
         per_sec: 10_000,

@@ -16,7 +16,8 @@ use crate::resp::{self, Decoder, RespError, Value};
 /// What bounds a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkLimits {
-    /// Commands sent and not yet answered.
+    /// Commands sent and not yet answered, each counted by what it carries (a batch of
+    /// publishes as many as it holds).
     pub max_in_flight: usize,
     /// Bytes of commands encoded and not yet written.
     pub max_unwritten: usize,
@@ -50,8 +51,11 @@ pub struct Link<T> {
     /// Encoded commands; the first `written` bytes have gone to the socket.
     out: Vec<u8>,
     written: usize,
-    /// Commands sent (or waiting to be written), oldest first, each with its deadline.
-    waiting: VecDeque<(T, Instant)>,
+    /// Commands sent (or waiting to be written), oldest first, each with its deadline and its
+    /// weight.
+    waiting: VecDeque<(T, Instant, usize)>,
+    /// The weights of `waiting`, summed.
+    weight: usize,
     decoder: Decoder,
     input: Vec<u8>,
     /// Replies and pushes decoded and not yet taken, in the order they arrived.
@@ -74,6 +78,7 @@ impl<T> Link<T> {
             out: Vec::new(),
             written: 0,
             waiting: VecDeque::new(),
+            weight: 0,
             decoder: Decoder::new(limits.resp),
             input: Vec::new(),
             arrived: VecDeque::new(),
@@ -82,27 +87,50 @@ impl<T> Link<T> {
 
     /// Whether a command would be taken now.
     pub fn has_room(&self) -> bool {
-        self.waiting.len() < self.limits.max_in_flight
-            && self.unwritten().len() < self.limits.max_unwritten
+        self.has_room_beside(0, 0)
+    }
+
+    /// Whether a command would be taken once `weight` and `bytes` more were queued: for a
+    /// caller that gathers requests before it sends them.
+    pub fn has_room_beside(&self, weight: usize, bytes: usize) -> bool {
+        self.weight + weight < self.limits.max_in_flight
+            && self.unwritten().len() + bytes < self.limits.max_unwritten
     }
 
     /// Queues a command; its reply will come back with `tag`.
     pub fn send(&mut self, tag: T, args: &[&[u8]], now: Instant) -> Result<(), Refused> {
+        self.send_weighted(tag, 1, args, now)
+    }
+
+    /// Queues a command that counts as `weight` in the window (a batch of that many requests).
+    /// Refused only when the window is full already, so a batch gathered while it had room is
+    /// taken whole.
+    pub fn send_weighted(
+        &mut self,
+        tag: T,
+        weight: usize,
+        args: &[&[u8]],
+        now: Instant,
+    ) -> Result<(), Refused> {
         if !self.has_room() {
             return Err(Refused::Full);
         }
         resp::command(&mut self.out, args);
-        self.waiting
-            .push_back((tag, now + self.limits.reply_timeout));
+        self.push_waiting(tag, weight, now);
         Ok(())
+    }
+
+    fn push_waiting(&mut self, tag: T, weight: usize, now: Instant) {
+        self.weight += weight;
+        self.waiting
+            .push_back((tag, now + self.limits.reply_timeout, weight));
     }
 
     /// Queues a command past the window: for the link's own few commands (reads that fill a
     /// gap), which must not be lost when requests have filled it.
     pub fn send_forced(&mut self, tag: T, args: &[&[u8]], now: Instant) {
         resp::command(&mut self.out, args);
-        self.waiting
-            .push_back((tag, now + self.limits.reply_timeout));
+        self.push_waiting(tag, 1, now);
     }
 
     /// Queues a command Redis answers out of band (under RESP3, `SUBSCRIBE`, `PSUBSCRIBE` and
@@ -148,7 +176,10 @@ impl<T> Link<T> {
                         continue;
                     }
                     match self.waiting.pop_front() {
-                        Some((tag, _)) => self.arrived.push_back(Arrived::Reply(tag, value)),
+                        Some((tag, _, weight)) => {
+                            self.weight -= weight;
+                            self.arrived.push_back(Arrived::Reply(tag, value));
+                        }
                         None => break Err(LinkError::Unexpected),
                     }
                 }
@@ -168,13 +199,14 @@ impl<T> Link<T> {
         self.arrived.pop_front()
     }
 
+    /// Commands waiting for their replies, by weight.
     pub fn in_flight(&self) -> usize {
-        self.waiting.len()
+        self.weight
     }
 
     /// When the oldest command's reply is due, if one is waiting.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.waiting.front().map(|&(_, due)| due)
+        self.waiting.front().map(|&(_, due, _)| due)
     }
 
     /// Whether a reply is overdue: the link is then dead (or Redis is stopped) and must be
@@ -191,7 +223,8 @@ impl<T> Link<T> {
         self.input.clear();
         self.decoder = Decoder::new(self.limits.resp);
         self.arrived.clear();
-        self.waiting.drain(..).map(|(tag, _)| tag).collect()
+        self.weight = 0;
+        self.waiting.drain(..).map(|(tag, _, _)| tag).collect()
     }
 }
 

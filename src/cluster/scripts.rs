@@ -6,9 +6,9 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{ps}:topics` | hash | topic name → epoch (the incarnation) |
-//! | `{ps}:m:<topic>` | hash | `s` the last seq, `b` the retained events' bytes |
+//! | `{ps}:m:<topic>` | hash | `s` the last seq; of the retained events, `b` their bytes, `n` their number, `o` a seq at or before the oldest |
 //! | `{ps}:h:<topic>` | stream | the retained events: ID `<seq>-0`, fields `e` (the event's JSON) and `i` (its message id) |
-//! | `{ps}:i:<topic>` | hash | message id → seq, for the retained events only |
+//! | `{ps}:i:<topic>` | hash | for the retained events only, message id → seq and `#<seq>` → `<bytes> <message id>` (what trimming it takes away, without reading the stream); and `~`, a long value that keeps it a hash table |
 //!
 //! A topic's events are published on `{ps}:c:<topic>` as `<epoch>:<seq>:<event JSON>`; its
 //! deletion as `<epoch>:0:D`, after its last event; a new epoch given to it in place
@@ -51,7 +51,10 @@ pub const CREATE: &str = r#"#!lua
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {0, 'exists'} end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {0, 'limit'} end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-redis.call('HSET', KEYS[2], 's', 0, 'b', 0)
+redis.call('HSET', KEYS[2], 's', 0, 'b', 0, 'n', 0, 'o', 1)
+-- A value past hash-max-listpack-value keeps the ids hash a hash table: a lookup by message
+-- id is then not a scan of every retained id (it was a fifth of a publish's cost).
+redis.call('HSET', KEYS[4], '~', string.rep('~', 80))
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', '{ps}:ctl', 'created:' .. ARGV[2] .. ':' .. ARGV[1])
 return {1, ARGV[2]}
@@ -69,41 +72,68 @@ redis.call('PUBLISH', '{ps}:ctl', 'deleted:' .. epoch .. ':' .. ARGV[1])
 return {1, epoch}
 "#;
 
-/// KEYS topics, meta, history, ids; ARGV name, message id, head, tail, history size, history
-/// bytes, channel. The event is `head .. seq .. tail`, built by the publishing instance with
-/// the payload as the client wrote it, so a replayed event is byte for byte the live one.
-/// `{1, seq, epoch}` published; `{2, seq, epoch}` a retained event has this message id (nothing
-/// published); `{0}` unknown topic. The seq is stored after the event, so a failed append
-/// never burns one.
+/// KEYS topics, meta, history, ids; ARGV name, history size, history bytes, channel, then for
+/// each event in turn its message id, head and tail: a batch of one topic's publishes, so the
+/// script's own cost and the topic's lookups are paid once for all of them. The event is
+/// `head .. seq .. tail`, built by the publishing instance with the payload as the client wrote
+/// it, so a replayed event is byte for byte the live one. `{1, epoch, r...}` with for each
+/// event its seq when published and minus the seq of the retained event with its message id
+/// when a duplicate (nothing published; an id twice in one batch is a duplicate the second
+/// time), or fewer entries than events when an append failed (the rest were not published);
+/// `{0}` unknown topic. Each event is published as it is appended, so the channel
+/// carries them one by one, in seq order. Trimming walks seqs from `o` (a seq not stored, an
+/// event larger than the byte bound, is one step) and never past the event just appended, so
+/// the script always ends; what it removes it reads from the ids hash, which costs less than
+/// reading the stream's oldest entry.
 pub const PUBLISH: &str = r#"#!lua
 local epoch = redis.call('HGET', KEYS[1], ARGV[1])
 if not epoch then return {0} end
-local dup = redis.call('HGET', KEYS[4], ARGV[2])
-if dup then return {2, tonumber(dup), epoch} end
-local seq = tonumber(redis.call('HGET', KEYS[2], 's') or '0') + 1
-local s = string.format('%d', seq)
-local event = ARGV[3] .. s .. ARGV[4]
-local size, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
-if size > 0 and #event <= max_bytes then
-  redis.call('XADD', KEYS[3], s .. '-0', 'e', event, 'i', ARGV[2])
-  redis.call('HSET', KEYS[4], ARGV[2], s)
-  local bytes = redis.call('HINCRBY', KEYS[2], 'b', #event)
-  local len = redis.call('XLEN', KEYS[3])
-  while len > size or bytes > max_bytes do
-    local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
-    local old_seq = string.match(oldest[1], '^(%d+)')
-    local fields = oldest[2]
-    redis.call('XDEL', KEYS[3], oldest[1])
-    if redis.call('HGET', KEYS[4], fields[4]) == old_seq then
-      redis.call('HDEL', KEYS[4], fields[4])
+local size, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+local meta = redis.call('HMGET', KEYS[2], 's', 'b', 'n', 'o')
+local seq = tonumber(meta[1] or '0')
+local bytes, len = tonumber(meta[2] or '0'), tonumber(meta[3] or '0')
+local oldest = tonumber(meta[4] or seq + 1)
+local out = {1, epoch}
+for i = 5, #ARGV - 2, 3 do
+  local id = ARGV[i]
+  local dup = redis.call('HGET', KEYS[4], id)
+  if dup then
+    out[#out + 1] = -tonumber(dup)
+  else
+    seq = seq + 1
+    local s = string.format('%d', seq)
+    local event = ARGV[i + 1] .. s .. ARGV[i + 2]
+    if size > 0 and #event <= max_bytes then
+      -- An append refused (the stream ahead of the meta, as only a hand-made change leaves
+      -- it) ends the batch with the meta true to what was published; the rest go unanswered.
+      local added = redis.pcall('XADD', KEYS[3], s .. '-0', 'e', event, 'i', id)
+      if type(added) == 'table' and added.err then
+        seq = seq - 1
+        break
+      end
+      if len == 0 then oldest = seq end
+      redis.call('HSET', KEYS[4], id, s, '#' .. s, #event .. ' ' .. id)
+      bytes = bytes + #event
+      len = len + 1
+      while (len > size or bytes > max_bytes) and oldest < seq do
+        local o = string.format('%d', oldest)
+        local held = redis.call('HGET', KEYS[4], '#' .. o)
+        if held then
+          local old_bytes, old_id = string.match(held, '^(%d+) (.*)$')
+          redis.call('XDEL', KEYS[3], o .. '-0')
+          redis.call('HDEL', KEYS[4], '#' .. o, old_id)
+          bytes = bytes - tonumber(old_bytes)
+          len = len - 1
+        end
+        oldest = oldest + 1
+      end
     end
-    bytes = redis.call('HINCRBY', KEYS[2], 'b', -#fields[2])
-    len = len - 1
+    redis.call('PUBLISH', ARGV[4], epoch .. ':' .. s .. ':' .. event)
+    out[#out + 1] = seq
   end
 end
-redis.call('HSET', KEYS[2], 's', s)
-redis.call('PUBLISH', ARGV[7], epoch .. ':' .. s .. ':' .. event)
-return {1, seq, epoch}
+redis.call('HSET', KEYS[2], 's', seq, 'b', bytes, 'n', len, 'o', oldest)
+return out
 "#;
 
 /// KEYS topics, meta, history; ARGV name, from seq, count.
@@ -193,6 +223,13 @@ impl<'a> Call<'a> {
 
     pub fn parts(&self) -> &[&'a [u8]] {
         &self.parts[..self.len]
+    }
+
+    /// The parts, then `more` (a batch's events past the script's fixed arguments).
+    pub fn followed_by(&self, more: impl IntoIterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
+        let mut parts = self.parts().to_vec();
+        parts.extend(more);
+        parts
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::replies::{outcome, pairs, read_reply, renew_reply, text, History};
+use super::replies::{outcome, pairs, publish_outcomes, read_reply, renew_reply, text, History};
 use super::{Backplane, Event, Followed, Pending, State, BACKOFF_FIRST};
 use crate::cluster::link::{Arrived, LinkError};
 use crate::cluster::mirror::{ChannelMessage, Mirror, Step};
@@ -34,6 +34,7 @@ impl<T> Backplane<T> {
         value: Value,
         now: Instant,
     ) -> Result<(), LinkError> {
+        let noscript = matches!(&value, Value::Error(e) if e.starts_with(b"NOSCRIPT"));
         match pending {
             Pending::Probe => {}
             Pending::Setup => {
@@ -54,15 +55,18 @@ impl<T> Backplane<T> {
             Pending::Renew { topic } => self.on_renewed(&topic, value, now),
             Pending::Request { ticket, kind } => {
                 let outcome = outcome(kind, &value);
-                if let Value::Error(e) = &value {
-                    if e.starts_with(b"NOSCRIPT") {
-                        // The scripts were flushed: reconnecting loads them again.
-                        self.events.push_back(Event::Answer { ticket, outcome });
-                        return Err(LinkError::Unexpected);
-                    }
-                }
                 self.events.push_back(Event::Answer { ticket, outcome });
             }
+            Pending::Publishes { tickets } => {
+                let outcomes = publish_outcomes(&value, tickets.len());
+                for (ticket, outcome) in tickets.into_iter().zip(outcomes) {
+                    self.events.push_back(Event::Answer { ticket, outcome });
+                }
+            }
+        }
+        if noscript {
+            // The scripts were flushed: reconnecting loads them again.
+            return Err(LinkError::Unexpected);
         }
         Ok(())
     }

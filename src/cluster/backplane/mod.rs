@@ -16,6 +16,8 @@ mod follow;
 mod replies;
 mod requests;
 
+use requests::Batch;
+
 use super::link::{Link, LinkLimits};
 use super::mirror::Mirror;
 use super::scripts;
@@ -121,13 +123,16 @@ enum Pending<T> {
         ticket: T,
         kind: Kind,
     },
+    /// A batch of one topic's publishes, in order.
+    Publishes {
+        tickets: Vec<T>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Create,
     Delete,
-    Publish,
 }
 
 /// What an instance knows of one topic.
@@ -195,6 +200,11 @@ pub struct Backplane<T> {
     /// The connection's name in Redis (`CLIENT LIST`), if given.
     name: Option<String>,
     counters: Counters,
+    /// Publishes gathered during this tick, a batch per topic, sent by [`Backplane::tick`];
+    /// and how many they are and their bytes, which count against the window.
+    batches: Vec<Batch<T>>,
+    batched: usize,
+    batched_bytes: usize,
 }
 
 /// What the backplane counts since start.
@@ -236,6 +246,9 @@ impl<T> Backplane<T> {
             reads_out: 0,
             name: None,
             counters: Counters::default(),
+            batches: Vec::new(),
+            batched: 0,
+            batched_bytes: 0,
         }
     }
 
@@ -256,7 +269,7 @@ impl<T> Backplane<T> {
 
     /// Requests and the backplane's own commands waiting for their replies.
     pub fn in_flight(&self) -> usize {
-        self.link.in_flight()
+        self.link.in_flight() + self.batched
     }
 
     /// How long the oldest command in flight has waited for its reply (zero when none waits).
@@ -329,13 +342,24 @@ impl<T> Backplane<T> {
     /// The connection is gone (closed, failed, or a reply overdue): every request waiting is
     /// answered `Unavailable`, and a new connection is due after a backoff.
     pub fn connection_lost(&mut self, now: Instant) {
-        for pending in self.link.fail() {
-            if let Pending::Request { ticket, .. } = pending {
-                self.events.push_back(Event::Answer {
-                    ticket,
-                    outcome: Outcome::Unavailable,
-                });
-            }
+        let gathered = std::mem::take(&mut self.batches).into_iter();
+        let sent = self
+            .link
+            .fail()
+            .into_iter()
+            .flat_map(|pending| match pending {
+                Pending::Request { ticket, .. } => vec![ticket],
+                Pending::Publishes { tickets } => tickets,
+                _ => Vec::new(),
+            });
+        let tickets: Vec<T> = sent.chain(gathered.flat_map(|b| b.tickets)).collect();
+        self.batched = 0;
+        self.batched_bytes = 0;
+        for ticket in tickets {
+            self.events.push_back(Event::Answer {
+                ticket,
+                outcome: Outcome::Unavailable,
+            });
         }
         if !matches!(self.state, State::Down { .. }) {
             self.events.push_back(Event::Down);
@@ -352,6 +376,7 @@ impl<T> Backplane<T> {
     /// Deadlines: an overdue reply means the connection is dead; one idle for `PROBE_AFTER`
     /// is probed, so a silently dead one is found within the reply timeout.
     pub fn tick(&mut self, now: Instant) {
+        self.send_batches(now);
         if self.link.overdue(now) {
             self.connection_lost(now);
         } else if self.state == State::Up
@@ -383,7 +408,7 @@ impl<T> Backplane<T> {
 
     /// Whether a request would be taken now (the window has room and the link is up).
     pub fn has_room(&self) -> bool {
-        self.state == State::Up && self.link.has_room()
+        self.state == State::Up && self.link.has_room_beside(self.batched, self.batched_bytes)
     }
 
     pub fn next_event(&mut self) -> Option<Event<T>> {

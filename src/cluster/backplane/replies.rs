@@ -84,12 +84,6 @@ pub(super) fn outcome(kind: Kind, v: &Value) -> Outcome {
         return Outcome::Unavailable;
     };
     let status = items.first().and_then(int);
-    let seq = || {
-        items
-            .get(1)
-            .and_then(int)
-            .and_then(|s| u64::try_from(s).ok())
-    };
     match (kind, status) {
         (Kind::Create, Some(1)) => match items.get(1).and_then(text) {
             Some(epoch) => Outcome::Created { epoch },
@@ -101,15 +95,34 @@ pub(super) fn outcome(kind: Kind, v: &Value) -> Outcome {
             _ => Outcome::Unavailable,
         },
         (Kind::Delete, Some(1)) => Outcome::Deleted,
-        (Kind::Delete | Kind::Publish, Some(0)) => Outcome::NotFound,
-        (Kind::Publish, Some(1)) => {
-            seq().map_or(Outcome::Unavailable, |seq| Outcome::Published { seq })
-        }
-        (Kind::Publish, Some(2)) => {
-            seq().map_or(Outcome::Unavailable, |seq| Outcome::Duplicate { seq })
-        }
+        (Kind::Delete, Some(0)) => Outcome::NotFound,
         _ => Outcome::Unavailable,
     }
+}
+
+/// A batch of `n` publishes answered (`PUBLISH`'s `{1, epoch, r...}`): each event's outcome,
+/// in order. An event the reply says nothing of (its append failed, or the reply is not the
+/// script's) is `Unavailable`: whether it was published is unknown to the caller, and a retry
+/// with its message id is safe.
+pub(super) fn publish_outcomes(v: &Value, n: usize) -> Vec<Outcome> {
+    let items = match v {
+        Value::Array(items) => items.as_slice(),
+        _ => &[],
+    };
+    let each = match items.first().and_then(int) {
+        Some(0) => return vec![Outcome::NotFound; n],
+        Some(1) => items.get(2..).unwrap_or(&[]),
+        _ => &[],
+    };
+    (0..n)
+        .map(|i| match each.get(i).and_then(int) {
+            Some(0) | None => Outcome::Unavailable,
+            Some(seq) if seq > 0 => Outcome::Published { seq: seq as u64 },
+            Some(seq) => Outcome::Duplicate {
+                seq: seq.unsigned_abs(),
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -143,18 +156,7 @@ mod tests {
             ),
             (Kind::Delete, Value::Array(vec![int(0)]), Outcome::NotFound),
             (
-                Kind::Publish,
-                Value::Array(vec![int(1), int(7), bulk("e")]),
-                Outcome::Published { seq: 7 },
-            ),
-            (
-                Kind::Publish,
-                Value::Array(vec![int(2), int(3), bulk("e")]),
-                Outcome::Duplicate { seq: 3 },
-            ),
-            (Kind::Publish, Value::Array(vec![int(0)]), Outcome::NotFound),
-            (
-                Kind::Publish,
+                Kind::Delete,
                 Value::Error(b"OOM command not allowed".to_vec()),
                 Outcome::Unavailable,
             ),
@@ -162,5 +164,27 @@ mod tests {
         for (kind, value, want) in cases {
             assert_eq!(outcome(kind, &value), want, "{kind:?} {value:?}");
         }
+    }
+
+    #[test]
+    fn a_batch_reply_answers_each_publish_in_order() {
+        let int = Value::Integer;
+        let epoch = Value::Bulk(b"e".to_vec());
+        let published = |seq| Outcome::Published { seq };
+        let reply = Value::Array(vec![int(1), epoch.clone(), int(7), int(-3), int(8)]);
+        assert_eq!(
+            publish_outcomes(&reply, 3),
+            [published(7), Outcome::Duplicate { seq: 3 }, published(8)]
+        );
+        // An append refused after the first: the rest are unknown.
+        let short = Value::Array(vec![int(1), epoch, int(9)]);
+        assert_eq!(
+            publish_outcomes(&short, 3),
+            [published(9), Outcome::Unavailable, Outcome::Unavailable]
+        );
+        let unknown = Value::Array(vec![int(0)]);
+        assert_eq!(publish_outcomes(&unknown, 2), vec![Outcome::NotFound; 2]);
+        let error = Value::Error(b"OOM command not allowed".to_vec());
+        assert_eq!(publish_outcomes(&error, 2), vec![Outcome::Unavailable; 2]);
     }
 }
