@@ -41,7 +41,13 @@ impl Report {
 /// Events a subscriber may fall behind: 64, or fewer for big payloads so that the server's
 /// per-connection byte bound (MAX_QUEUE_BYTES, 1 MiB by default) is never what the tool hits.
 pub(crate) fn lag_events(payload: usize) -> u64 {
-    ((512 * 1024) / (payload + 256)).clamp(1, 64) as u64
+    lag_events_up_to(payload, 64)
+}
+
+/// The same bound with another cap than 64: for a run whose events pass through more hops (a
+/// cluster), where 64 behind would bound the publishers before anything else does.
+pub(crate) fn lag_events_up_to(payload: usize, most: usize) -> u64 {
+    ((512 * 1024) / (payload + 256)).clamp(1, most.max(1)) as u64
 }
 
 /// How publishers send.
