@@ -4,7 +4,8 @@
 //! 1. latency at `--rate` publishes a second to `--subscribers` spread over the three instances,
 //!    the publisher on the first; lost, duplicated and out-of-order events counted; the server
 //!    CPU per delivered message on the second instance (subscribers only) against one server
-//!    with the same subscribers and publisher;
+//!    with as many subscribers (a third) and the publisher, the same fan-out per event, and
+//!    against one server with all of them;
 //! 2. publishes a second through one Redis with acks: sixteen publishers on the first
 //!    instance, 64 unacknowledged each, a subscriber on each instance;
 //! 3. the ack's latency at 10,000 publishes a second, as the latency of the event to a
@@ -177,8 +178,9 @@ pub fn cluster(opts: &Opts) -> Report {
         window: opts.window,
         lag: lag_events_up_to(opts.payload, publishers * opts.window),
     };
-    // One server alone first, the same load.
-    let single = {
+    // One server alone first, the same load; then with as many subscribers as the second
+    // instance will have, so CPU per delivery is compared at the same fan-out.
+    let alone = |subscribers: usize| {
         let target = Target::pubsub(opts, &server_env(&[]));
         target.create_topic("bench");
         let mut fleet = Fleet::new(target.addr, opts.payload).expect("poll");
@@ -188,13 +190,17 @@ pub fn cluster(opts: &Opts) -> Report {
         let p = fleet.add(publisher(vec!["bench".into()])).expect("connect");
         drive(&mut fleet, &target, &[p], rate, opts.duration)
     };
+    let single = alone(subscribers);
+    let on_second = (0..subscribers).filter(|i| i % 3 == 1).count();
+    let single_same_fanout = alone(on_second.max(1));
     let redis = Redis::start();
     let nodes: Vec<Target> = ["b0", "b1", "b2"]
         .iter()
         .map(|id| instance(opts, &redis, id))
         .collect();
     topic_everywhere(&nodes, "bench");
-    let (spread, on_second) = spread_run(&nodes, &[0, 1, 2], "bench", subscribers, 1, rate, opts);
+    let (spread, spread_on_second) =
+        spread_run(&nodes, &[0, 1, 2], "bench", subscribers, 1, rate, opts);
     topic_everywhere(&nodes, "acks");
     let (through, _) = spread_run(&nodes, &[0, 1, 2], "acks", 3, publishers, window, opts);
     topic_everywhere(&nodes, "ack10k");
@@ -209,7 +215,12 @@ pub fn cluster(opts: &Opts) -> Report {
     let resume = resumes(&nodes[2], "acks", last);
 
     let cpu_per = |run: &Run, deliveries: f64| run.server_cpu.as_secs_f64() * 1e6 / deliveries;
+    debug_assert_eq!(spread_on_second, on_second);
     let single_cpu = cpu_per(&single, single.delivered.max(1) as f64);
+    let same_fanout_cpu = cpu_per(
+        &single_same_fanout,
+        single_same_fanout.delivered.max(1) as f64,
+    );
     // Deliveries on the second instance: its share of the subscribers.
     let second_share = on_second as f64 / subscribers as f64;
     let cluster_cpu = cpu_per(&spread, (spread.delivered as f64 * second_share).max(1.0));
@@ -232,8 +243,17 @@ pub fn cluster(opts: &Opts) -> Report {
         json!(cluster_cpu),
     ));
     rows.push(("single_cpu_us_per_delivery", json!(single_cpu)));
+    rows.push(("single_subscribers_same_fanout", json!(on_second)));
+    rows.push((
+        "single_same_fanout_cpu_us_per_delivery",
+        json!(same_fanout_cpu),
+    ));
     rows.push((
         "cpu_per_delivery_ratio",
+        json!(cluster_cpu / same_fanout_cpu.max(1e-9)),
+    ));
+    rows.push((
+        "cpu_per_delivery_ratio_vs_all_subscribers",
         json!(cluster_cpu / single_cpu.max(1e-9)),
     ));
     rows.push((
@@ -245,7 +265,11 @@ pub fn cluster(opts: &Opts) -> Report {
     rows.push(("ack_p99_ms", ms(acks.latency.quantile(0.99))));
     rows.push(("resume_100_p50_ms", ms(resume.quantile(0.50))));
     rows.push(("resume_100_p99_ms", ms(resume.quantile(0.99))));
-    let ok = clean(&single) && clean(&spread) && clean(&through) && clean(&acks);
+    let ok = clean(&single)
+        && clean(&single_same_fanout)
+        && clean(&spread)
+        && clean(&through)
+        && clean(&acks);
     Report {
         name: "cluster".into(),
         rows,
