@@ -1,10 +1,13 @@
 //! What an instance asks of Redis: creates, deletes and publishes (within the window, each with
-//! a ticket), and its own history reads (past the window, a few at a time).
+//! a ticket; a tick's publishes to one topic gathered into one call), and its own history reads
+//! (past the window, a few at a time).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{Backplane, Event, Kind, Outcome, Pending, State, READS_OUT};
+use crate::cluster::link::Link;
+use crate::cluster::scripts::{Call, Script, TopicKeys};
 
 /// Publishes to one topic sent as one call at most, and their bytes: a call stays short for
 /// Redis, which runs nothing else meanwhile.
@@ -20,13 +23,11 @@ const ARG_FRAMING: usize = 16;
 /// head and tail, in order; `bytes` their share of the encoded call.
 #[derive(Debug)]
 pub(super) struct Batch<T> {
-    pub(super) topic: String,
+    topic: String,
     pub(super) tickets: Vec<T>,
     events: Vec<(String, Vec<u8>, Vec<u8>)>,
     bytes: usize,
 }
-use crate::cluster::link::Link;
-use crate::cluster::scripts::{Call, Script, TopicKeys};
 
 impl<T> Backplane<T> {
     /// Sends a request's call, or answers it `Unavailable` at once when Redis is away or the
