@@ -121,8 +121,8 @@ impl Instance {
             ticket,
             topic,
             id,
-            head.as_bytes(),
-            br#","ts":"2026-12-02T00:00:00.000Z"}"#,
+            head.into_bytes(),
+            br#","ts":"2026-12-02T00:00:00.000Z"}"#.to_vec(),
             Instant::now(),
         );
     }

@@ -152,7 +152,7 @@ impl<S> Engine<S> {
             sent: now,
         };
         let backplane = &mut self.cluster.as_mut()?.backplane;
-        backplane.publish(waiting, topic, message_id, &head, &tail, now);
+        backplane.publish(waiting, topic, message_id, head, tail, now);
         None
     }
 

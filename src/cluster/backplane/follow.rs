@@ -382,7 +382,7 @@ impl<T> Backplane<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::backplane;
+    use super::super::tests::booted;
     use super::*;
 
     fn entry(seq: u64) -> String {
@@ -394,12 +394,8 @@ mod tests {
 
     #[test]
     fn an_event_published_just_after_a_read_ran_is_delivered_after_the_read() {
-        let mut b = backplane();
         let now = Instant::now();
-        b.connected(now);
-        b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), now)
-            .unwrap();
-        b.received(b"$4\r\nabcd\r\n", now).unwrap();
+        let mut b = booted(now);
         // The registry: topic t, never followed, so its history is read from the start.
         b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
         let sent = String::from_utf8_lossy(b.unwritten()).into_owned();
@@ -425,12 +421,8 @@ mod tests {
 
     #[test]
     fn a_renewal_seen_on_the_channel_and_then_in_the_registry_is_told_once() {
-        let mut b = backplane();
         let now = Instant::now();
-        let setup = b"+OK\r\n".repeat(3 + scripts::ALL.len());
-        b.connected(now);
-        b.received(&setup, now).unwrap();
-        b.received(b"$4\r\nabcd\r\n", now).unwrap();
+        let mut b = booted(now);
         b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
         let read = format!("*4\r\n:1\r\n$2\r\ne1\r\n:1\r\n*1\r\n{}", entry(1));
         b.received(read.as_bytes(), now).unwrap();
@@ -440,6 +432,7 @@ mod tests {
         b.connection_lost(now);
         let later = now + std::time::Duration::from_secs(5);
         b.connected(later);
+        let setup = b"+OK\r\n".repeat(3 + scripts::ALL.len());
         b.received(&setup, later).unwrap();
         b.received(b"$4\r\nabcd\r\n", later).unwrap();
         b.received(

@@ -201,10 +201,8 @@ pub struct Backplane<T> {
     name: Option<String>,
     counters: Counters,
     /// Publishes gathered during this tick, a batch per topic, sent by [`Backplane::tick`];
-    /// and how many they are and their bytes, which count against the window.
+    /// they count against the window.
     batches: Vec<Batch<T>>,
-    batched: usize,
-    batched_bytes: usize,
 }
 
 /// What the backplane counts since start.
@@ -247,8 +245,6 @@ impl<T> Backplane<T> {
             name: None,
             counters: Counters::default(),
             batches: Vec::new(),
-            batched: 0,
-            batched_bytes: 0,
         }
     }
 
@@ -269,7 +265,7 @@ impl<T> Backplane<T> {
 
     /// Requests and the backplane's own commands waiting for their replies.
     pub fn in_flight(&self) -> usize {
-        self.link.in_flight() + self.batched
+        self.link.in_flight() + self.gathered().0
     }
 
     /// How long the oldest command in flight has waited for its reply (zero when none waits).
@@ -353,8 +349,6 @@ impl<T> Backplane<T> {
                 _ => Vec::new(),
             });
         let tickets: Vec<T> = sent.chain(gathered.flat_map(|b| b.tickets)).collect();
-        self.batched = 0;
-        self.batched_bytes = 0;
         for ticket in tickets {
             self.events.push_back(Event::Answer {
                 ticket,
@@ -408,7 +402,15 @@ impl<T> Backplane<T> {
 
     /// Whether a request would be taken now (the window has room and the link is up).
     pub fn has_room(&self) -> bool {
-        self.state == State::Up && self.link.has_room_beside(self.batched, self.batched_bytes)
+        let (publishes, bytes) = self.gathered();
+        self.state == State::Up && self.link.has_room_beside(publishes, bytes)
+    }
+
+    /// The publishes gathered and not yet sent, and their share of the calls' bytes.
+    fn gathered(&self) -> (usize, usize) {
+        self.batches.iter().fold((0, 0), |(n, bytes), b| {
+            (n + b.tickets.len(), bytes + b.bytes)
+        })
     }
 
     pub fn next_event(&mut self) -> Option<Event<T>> {
@@ -419,6 +421,17 @@ impl<T> Backplane<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backplane connected, its setup and the data set's identity answered: the registry's
+    /// reply is next.
+    pub(super) fn booted(now: Instant) -> Backplane<u32> {
+        let mut b = backplane();
+        b.connected(now);
+        b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), now)
+            .unwrap();
+        b.received(b"$4\r\nabcd\r\n", now).unwrap();
+        b
+    }
 
     pub(super) fn backplane() -> Backplane<u32> {
         let settings = Settings {
@@ -440,7 +453,7 @@ mod tests {
         let mut b = backplane();
         let now = Instant::now();
         assert!(b.wants_connection(now) && !b.has_room());
-        b.publish(1, "t", "id", b"{", b"}", now);
+        b.publish(1, "t", "id", b"{".to_vec(), b"}".to_vec(), now);
         b.create(2, "t", "e", now);
         assert_eq!(
             [b.next_event(), b.next_event()],

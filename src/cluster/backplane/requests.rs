@@ -26,7 +26,7 @@ pub(super) struct Batch<T> {
     topic: String,
     pub(super) tickets: Vec<T>,
     events: Vec<(String, Vec<u8>, Vec<u8>)>,
-    bytes: usize,
+    pub(super) bytes: usize,
 }
 
 impl<T> Backplane<T> {
@@ -98,8 +98,8 @@ impl<T> Backplane<T> {
         ticket: T,
         topic: &str,
         id: &str,
-        head: &[u8],
-        tail: &[u8],
+        head: Vec<u8>,
+        tail: Vec<u8>,
         now: Instant,
     ) {
         if !self.has_room() {
@@ -125,12 +125,8 @@ impl<T> Backplane<T> {
         // Its share of the encoded call: three arguments, each with a length line.
         let bytes = id.len() + head.len() + tail.len() + 3 * ARG_FRAMING;
         batch.tickets.push(ticket);
-        batch
-            .events
-            .push((id.to_string(), head.to_vec(), tail.to_vec()));
+        batch.events.push((id.to_string(), head, tail));
         batch.bytes += bytes;
-        self.batched += 1;
-        self.batched_bytes += bytes;
         if batch.tickets.len() >= BATCH_EVENTS || batch.bytes >= BATCH_BYTES {
             let batch = self.batches.remove(at);
             self.send_batch(batch, now);
@@ -152,10 +148,8 @@ impl<T> Backplane<T> {
             topic,
             tickets,
             events,
-            bytes,
+            ..
         } = batch;
-        self.batched -= tickets.len();
-        self.batched_bytes -= bytes;
         if self.state != State::Up || !self.link.has_room() {
             // Counted in the window when gathered, so only a connection lost meanwhile.
             for ticket in tickets {
@@ -231,18 +225,13 @@ impl<T> Backplane<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::backplane;
+    use super::super::tests::booted;
     use super::*;
-    use crate::cluster::scripts;
 
     /// A backplane up, following no topic (a publish needs none).
     fn up() -> Backplane<u32> {
-        let mut b = backplane();
         let now = Instant::now();
-        b.connected(now);
-        b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), now)
-            .unwrap();
-        b.received(b"$4\r\nabcd\r\n", now).unwrap();
+        let mut b = booted(now);
         b.received(b"%0\r\n", now).unwrap();
         while b.next_event().is_some() {}
         let n = b.unwritten().len();
@@ -264,9 +253,9 @@ mod tests {
     fn a_ticks_publishes_to_a_topic_go_as_one_call_and_are_answered_in_order() {
         let mut b = up();
         let now = Instant::now();
-        b.publish(1, "t", "id1", b"h", b"t", now);
-        b.publish(2, "u", "id2", b"h", b"t", now);
-        b.publish(3, "t", "id3", b"h", b"t", now);
+        b.publish(1, "t", "id1", b"h".to_vec(), b"t".to_vec(), now);
+        b.publish(2, "u", "id2", b"h".to_vec(), b"t".to_vec(), now);
+        b.publish(3, "t", "id3", b"h".to_vec(), b"t".to_vec(), now);
         assert!(b.unwritten().is_empty(), "gathered until the tick");
         assert_eq!(b.in_flight(), 3);
         b.tick(now);
@@ -294,9 +283,9 @@ mod tests {
     fn publishes_gathered_or_sent_when_the_connection_goes_are_unavailable() {
         let mut b = up();
         let now = Instant::now();
-        b.publish(1, "t", "id1", b"h", b"t", now);
+        b.publish(1, "t", "id1", b"h".to_vec(), b"t".to_vec(), now);
         b.tick(now);
-        b.publish(2, "t", "id2", b"h", b"t", now);
+        b.publish(2, "t", "id2", b"h".to_vec(), b"t".to_vec(), now);
         b.connection_lost(now);
         assert_eq!(
             answers(&mut b),
@@ -311,7 +300,7 @@ mod tests {
         let mut b = up();
         let now = Instant::now();
         for i in 0..BATCH_EVENTS as u32 {
-            b.publish(i, "t", "id", b"h", b"t", now);
+            b.publish(i, "t", "id", b"h".to_vec(), b"t".to_vec(), now);
         }
         let sent = String::from_utf8_lossy(b.unwritten()).into_owned();
         assert_eq!(sent.matches("EVALSHA").count(), 1);
