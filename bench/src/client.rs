@@ -2,6 +2,7 @@
 //! subscribe, then publish and check what arrives. Frames are decoded with the server crate's
 //! own codec (client role: unmasked server frames).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,6 +47,8 @@ pub enum Kind {
         topics: Vec<String>,
         next: usize,
         unacked: usize,
+        /// When each publish not yet answered was queued (answers come in order).
+        sent: VecDeque<u64>,
         acked: u64,
         errors: u64,
     },
@@ -85,6 +88,8 @@ pub struct Fleet {
     scratch: Vec<u8>,
     pub start: Instant,
     pub latency: Latency,
+    /// From a publish queued to its answer read.
+    pub ack_latency: Latency,
     pub published: u64,
     /// Events received by all subscribers (kept as a running total: the publish loop reads it
     /// once per publish, and summing 10,000 subscribers there made the tool the bottleneck).
@@ -144,6 +149,7 @@ impl Fleet {
             scratch: vec![0; 256 * 1024],
             start: Instant::now(),
             latency: Latency::new(),
+            ack_latency: Latency::new(),
             published: 0,
             received: 0,
             seq_counter: 0,
@@ -234,12 +240,14 @@ impl Fleet {
             topics,
             next,
             unacked,
+            sent,
             ..
         } = &mut c.kind
         {
             let topic = &topics[*next % topics.len()];
             *next += 1;
             *unacked += 1;
+            sent.push_back(t);
             publish_frame(&mut c.out, topic, counter, t, pad);
             self.published += 1;
         }
@@ -394,7 +402,13 @@ impl Fleet {
             pos += end;
             let c = &mut self.clients[i];
             match h.opcode {
-                OpCode::Text => on_text(c, payload, now_ns, &mut self.latency, &mut self.received),
+                OpCode::Text => {
+                    let latency = match c.kind {
+                        Kind::Publisher { .. } => &mut self.ack_latency,
+                        _ => &mut self.latency,
+                    };
+                    on_text(c, payload, now_ns, latency, &mut self.received)
+                }
                 OpCode::Ping => client_frame(&mut c.out, OpCode::Pong, payload),
                 OpCode::Close => {
                     let code =
@@ -457,11 +471,15 @@ fn on_text(c: &mut Client, payload: &[u8], now_ns: u64, latency: &mut Latency, t
         }
         Kind::Publisher {
             unacked,
+            sent,
             acked,
             errors,
             ..
         } => {
             *unacked = unacked.saturating_sub(1);
+            if let Some(t) = sent.pop_front() {
+                latency.record(now_ns.saturating_sub(t));
+            }
             if payload.starts_with(b"{\"type\":\"ack\"") {
                 *acked += 1;
             } else {

@@ -1,6 +1,6 @@
 //! The scenarios: each sets up clients, runs bounded in time, and reports.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -66,6 +66,8 @@ pub(crate) struct Run {
     pub(crate) published: u64,
     pub(crate) elapsed: Duration,
     pub(crate) latency: Latency,
+    /// Publish to its answer, for every publisher.
+    pub(crate) ack_latency: Latency,
     pub(crate) lost: u64,
     pub(crate) duplicates: u64,
     pub(crate) out_of_order: u64,
@@ -152,6 +154,7 @@ fn drive_watching(
         if !measuring && now >= warm {
             measuring = true;
             fleet.latency = Latency::new();
+            fleet.ack_latency = Latency::new();
             d0 = fleet.received;
             p0 = fleet.published;
             s0 = pid.map_or(Duration::ZERO, measure::process_cpu);
@@ -220,6 +223,7 @@ fn drive_watching(
         counts_allocations.then(|| target.allocations().unwrap_or(0).saturating_sub(a0));
     let tool_cpu = measure::own_cpu().saturating_sub(t0);
     let latency = std::mem::replace(&mut fleet.latency, Latency::new());
+    let ack_latency = std::mem::replace(&mut fleet.ack_latency, Latency::new());
     // Let everything in flight arrive.
     let drain_until = Instant::now() + Duration::from_secs(5);
     while fleet.received < expected_deliveries && Instant::now() < drain_until {
@@ -243,6 +247,7 @@ fn drive_watching(
         published,
         elapsed,
         latency,
+        ack_latency,
         lost,
         duplicates,
         out_of_order,
@@ -358,6 +363,7 @@ pub(crate) fn publisher(topics: Vec<String>) -> Kind {
         topics,
         next: 0,
         unacked: 0,
+        sent: VecDeque::new(),
         acked: 0,
         errors: 0,
     }

@@ -122,7 +122,8 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
-            let timeout = if self.engine.has_pending_work() || self.accept_pending {
+            let unread = self.redis.as_ref().is_some_and(redis::RedisIo::has_unread);
+            let timeout = if self.engine.has_pending_work() || self.accept_pending || unread {
                 Duration::ZERO
             } else {
                 let redis_wake = self.redis.as_ref().and_then(redis::RedisIo::next_wakeup);
@@ -144,8 +145,17 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
-                    // Redis is read at every tick anyway, first.
-                    redis::REDIS | redis::DNS => {}
+                    // Redis is read after these events, before any client (`receive`).
+                    redis::REDIS => {
+                        if let Some(io) = self.redis.as_mut() {
+                            io.readiness(
+                                event.is_readable(),
+                                event.is_read_closed() || event.is_error(),
+                            );
+                        }
+                    }
+                    // A lookup in progress reads its socket at every tick.
+                    redis::DNS => {}
                     SIGNALS => {
                         if self.signals.drain() && shutdown_deadline.is_none() {
                             crate::log!(Level::Info, "shutdown_started", "connections" => self.engine.conn_count());

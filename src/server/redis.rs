@@ -21,7 +21,7 @@ pub const REDIS: Token = Token(usize::MAX - 3);
 pub const DNS: Token = Token(usize::MAX - 4);
 /// How long a connect may take before the attempt is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Reads of the socket per tick: Redis is read first each tick, but not without end.
+/// Reads of the socket per tick: Redis is read first in a tick, but not without end.
 const READS_PER_TICK: usize = 16;
 
 enum Stream {
@@ -89,6 +89,12 @@ pub struct RedisIo {
     address: Address,
     phase: Phase,
     buf: Vec<u8>,
+    /// The open socket may have bytes to read: it was reported readable (edge-triggered) and
+    /// not read empty since. A tick without it reads nothing, saving a system call per tick
+    /// that would find nothing.
+    readable: bool,
+    /// It was reported closed: read until the end, even past a short read.
+    hangup: bool,
 }
 
 impl RedisIo {
@@ -97,7 +103,21 @@ impl RedisIo {
             address,
             phase: Phase::Idle,
             buf: vec![0; 64 * 1024],
+            readable: false,
+            hangup: false,
         }
+    }
+
+    /// What the poll reported for the socket.
+    pub fn readiness(&mut self, readable: bool, hangup: bool) {
+        self.readable |= readable || hangup;
+        self.hangup |= hangup;
+    }
+
+    /// Bytes may be waiting that this tick's reads left (the per-tick bound was reached): the
+    /// loop must not sleep, since no new readiness will be reported for them.
+    pub fn has_unread(&self) -> bool {
+        self.readable && matches!(self.phase, Phase::Open { .. })
     }
 
     /// When this side needs to be woken (a DNS question's or a connect's deadline).
@@ -127,13 +147,15 @@ impl RedisIo {
                         stream,
                         write_interest: true,
                     };
+                    // Redis may have answered before the first readiness is seen.
+                    self.readable = true;
                     b.connected(now);
                 }
                 Ok(false) if now < *until => {}
                 Ok(false) => self.fail(registry, b, now, "connect timed out".into()),
                 Err(e) => self.fail(registry, b, now, e.to_string()),
             },
-            Phase::Open { stream, .. } => {
+            Phase::Open { stream, .. } if self.readable => {
                 for _ in 0..READS_PER_TICK {
                     match stream.read(&mut self.buf) {
                         Ok(0) => {
@@ -144,17 +166,23 @@ impl RedisIo {
                                 let reason = format!("unexpected reply: {e:?}");
                                 return self.fail(registry, b, now, reason);
                             }
-                            if n < self.buf.len() {
+                            // Short: the socket is empty, and what comes next is reported
+                            // as a new edge (unless the end was already reported).
+                            if n < self.buf.len() && !self.hangup {
+                                self.readable = false;
                                 break;
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.readable = false;
+                            break;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return self.fail(registry, b, now, e.to_string()),
                     }
                 }
             }
-            Phase::Idle => {}
+            Phase::Open { .. } | Phase::Idle => {}
         }
     }
 
@@ -322,6 +350,8 @@ impl RedisIo {
     }
 
     fn drop_phase(&mut self, registry: &Registry) {
+        self.readable = false;
+        self.hangup = false;
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Connecting { mut stream, .. } | Phase::Open { mut stream, .. } => {
                 let _ = registry.deregister(stream.source());
