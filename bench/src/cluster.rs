@@ -160,6 +160,9 @@ fn resumes(node: &Target, topic: &str, last: u64) -> Latency {
     latency
 }
 
+/// Publishes sent at once in the runs that compare CPU per delivery at the same batching.
+const EVEN_BURST: u64 = 4;
+
 /// Publishers of the acked-throughput run, all on the first instance.
 const ACKED_PUBLISHERS: usize = 16;
 
@@ -167,6 +170,7 @@ pub fn cluster(opts: &Opts) -> Report {
     let subscribers = opts.subscribers.unwrap_or(100);
     let rate = Pace::Rate {
         per_sec: opts.rate,
+        burst: 1,
         busy_poll: opts.busy_poll,
     };
     // Sixteen publishers of 64 in flight each: an event's round trip passes through three
@@ -182,6 +186,7 @@ pub fn cluster(opts: &Opts) -> Report {
     // instance will have, so CPU per delivery is compared at the same fan-out.
     let ack_pace = Pace::Rate {
         per_sec: 10_000,
+        burst: 1,
         busy_poll: opts.busy_poll,
     };
     let alone = |subscribers: usize, pace: Pace| {
@@ -197,6 +202,15 @@ pub fn cluster(opts: &Opts) -> Report {
     let single = alone(subscribers, rate);
     let on_second = (0..subscribers).filter(|i| i % 3 == 1).count();
     let single_same_fanout = alone(on_second.max(1), rate);
+    // The same rate in bursts of EVEN_BURST, each in one write: both modes then read the same
+    // number of events at a wake (one server from its publisher, an instance from Redis), so
+    // the ratio compares what a delivery costs, not how the arrivals happened to bunch.
+    let even = Pace::Rate {
+        per_sec: opts.rate,
+        burst: EVEN_BURST,
+        busy_poll: opts.busy_poll,
+    };
+    let single_even = alone(on_second.max(1), even);
     // The ack run's load on one server: what the round trip through Redis adds to an ack.
     let single_acks = alone(1, ack_pace);
     let redis = Redis::start();
@@ -207,6 +221,8 @@ pub fn cluster(opts: &Opts) -> Report {
     topic_everywhere(&nodes, "bench");
     let (spread, spread_on_second) =
         spread_run(&nodes, &[0, 1, 2], "bench", subscribers, 1, rate, opts);
+    topic_everywhere(&nodes, "even");
+    let (spread_even, _) = spread_run(&nodes, &[0, 1, 2], "even", subscribers, 1, even, opts);
     topic_everywhere(&nodes, "acks");
     let (through, _) = spread_run(&nodes, &[0, 1, 2], "acks", 3, publishers, window, opts);
     topic_everywhere(&nodes, "ack10k");
@@ -226,6 +242,11 @@ pub fn cluster(opts: &Opts) -> Report {
     // Deliveries on the second instance: its share of the subscribers.
     let second_share = on_second as f64 / subscribers as f64;
     let cluster_cpu = cpu_per(&spread, (spread.delivered as f64 * second_share).max(1.0));
+    let even_single_cpu = cpu_per(&single_even, single_even.delivered.max(1) as f64);
+    let even_cluster_cpu = cpu_per(
+        &spread_even,
+        (spread_even.delivered as f64 * second_share).max(1.0),
+    );
     let secs = |run: &Run| run.elapsed.as_secs_f64();
     let mut rows = vec![
         ("instances", json!(3)),
@@ -257,6 +278,27 @@ pub fn cluster(opts: &Opts) -> Report {
     rows.push((
         "cpu_per_delivery_ratio_vs_all_subscribers",
         json!(cluster_cpu / single_cpu.max(1e-9)),
+    ));
+    rows.push(("even_burst", json!(EVEN_BURST)));
+    rows.push((
+        "even_subscriber_instance_cpu_us_per_delivery",
+        json!(even_cluster_cpu),
+    ));
+    rows.push((
+        "even_single_same_fanout_cpu_us_per_delivery",
+        json!(even_single_cpu),
+    ));
+    rows.push((
+        "even_cpu_per_delivery_ratio",
+        json!(even_cluster_cpu / even_single_cpu.max(1e-9)),
+    ));
+    rows.push((
+        "even_latency_p50_ms",
+        ms(spread_even.latency.quantile(0.50)),
+    ));
+    rows.push((
+        "even_single_latency_p50_ms",
+        ms(single_even.latency.quantile(0.50)),
     ));
     rows.push((
         "acked_publishes_per_sec",
@@ -290,7 +332,9 @@ pub fn cluster(opts: &Opts) -> Report {
     let ok = clean(&single)
         && clean(&single_same_fanout)
         && clean(&single_acks)
+        && clean(&single_even)
         && clean(&spread)
+        && clean(&spread_even)
         && clean(&through)
         && clean(&acks);
     Report {

@@ -56,9 +56,14 @@ pub(crate) enum Pace {
     /// As fast as acks come back, at most `window` in flight per publisher, and subscribers
     /// never more than `lag` events behind on average (so the tool never overruns the queues).
     Window { window: usize, lag: u64 },
-    /// A fixed total rate per second; with `busy_poll` the tool never sleeps in `poll` while
-    /// it measures, so waking it up is not part of the latency it records.
-    Rate { per_sec: u64, busy_poll: bool },
+    /// A fixed total rate per second, sent `burst` at a time (in one write, when one publisher
+    /// sends them); with `busy_poll` the tool never sleeps in `poll` while it measures, so waking
+    /// it up is not part of the latency it records.
+    Rate {
+        per_sec: u64,
+        burst: u64,
+        busy_poll: bool,
+    },
 }
 
 pub(crate) struct Run {
@@ -188,8 +193,10 @@ fn drive_watching(
                     }
                 }
             }
-            Pace::Rate { per_sec, .. } => {
+            Pace::Rate { per_sec, burst, .. } => {
+                let burst = burst.max(1);
                 let due = (now.duration_since(start).as_secs_f64() * per_sec as f64) as u64;
+                let due = due / burst * burst;
                 while sent_by_rate < due {
                     let p = publishers[sent_by_rate as usize % publishers.len()];
                     let topic = topic_of(fleet, p);
@@ -206,8 +213,8 @@ fn drive_watching(
             Pace::Rate {
                 busy_poll: true, ..
             } if measuring => Duration::ZERO,
-            Pace::Rate { per_sec, .. } => {
-                Duration::from_micros((1_000_000 / per_sec).clamp(10, 1000))
+            Pace::Rate { per_sec, burst, .. } => {
+                Duration::from_micros((1_000_000 * burst.max(1) / per_sec).clamp(10, 1000))
             }
         };
         fleet.turn(timeout).expect("poll");
@@ -483,6 +490,7 @@ pub fn topics(opts: &Opts) -> Report {
 fn latency_once(target: &Target, opts: &Opts, subscribers: usize) -> Run {
     let pace = Pace::Rate {
         per_sec: opts.rate,
+        burst: 1,
         busy_poll: opts.busy_poll,
     };
     one_topic_run(target, opts, subscribers, pace)
