@@ -359,6 +359,9 @@ impl<T> Backplane<T> {
             self.events.push_back(Event::Down);
         }
         // Reads are asked again from the registry on the next connection.
+        for mirror in self.topics.values_mut().filter_map(|f| f.mirror.as_mut()) {
+            mirror.connection_lost();
+        }
         self.reads_waiting.clear();
         self.reads_out = 0;
         self.state = State::Down {

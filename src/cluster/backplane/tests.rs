@@ -86,3 +86,67 @@ fn a_connection_starts_with_its_credentials_database_scripts_and_subscriptions()
     );
     assert_eq!(b.next_event(), Some(Event::Down));
 }
+
+/// A history read's reply: topic `t` under `e1`, Redis's last seq, and the entries `seqs`.
+fn history(last: u64, seqs: std::ops::RangeInclusive<u64>) -> String {
+    let entries: Vec<String> = seqs
+        .map(|seq| {
+            let id = format!("{seq}-0");
+            format!(
+                "*2\r\n${}\r\n{id}\r\n*4\r\n$1\r\ne\r\n$2\r\n{{}}\r\n$1\r\ni\r\n$1\r\na\r\n",
+                id.len()
+            )
+        })
+        .collect();
+    format!(
+        "*4\r\n:1\r\n$2\r\ne1\r\n:{last}\r\n*{}\r\n{}",
+        entries.len(),
+        entries.concat()
+    )
+}
+
+fn delivered(b: &mut Backplane<u32>) -> Vec<u64> {
+    std::iter::from_fn(|| b.next_event())
+        .filter_map(|e| match e {
+            Event::Deliver { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_lost_while_a_gap_was_read_reads_all_that_was_missed_when_back() {
+    let now = Instant::now();
+    let mut b = booted(now);
+    b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
+    b.received(history(2, 1..=2).as_bytes(), now).unwrap();
+    // Event 7 comes past a gap and is held while 3..=6 are read; the connection goes first.
+    b.received(
+        b">4\r\n$8\r\npmessage\r\n$8\r\n{ps}:c:*\r\n$8\r\n{ps}:c:t\r\n$7\r\ne1:7:{}\r\n",
+        now,
+    )
+    .unwrap();
+    assert_eq!(delivered(&mut b), [1, 2]);
+    b.connection_lost(now);
+    // Back: 3..=50 are in Redis, published while away, and nothing after them.
+    let later = now + Duration::from_secs(1);
+    b.connected(later);
+    b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), later)
+        .unwrap();
+    b.received(b"$4\r\nabcd\r\n", later).unwrap();
+    b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", later).unwrap();
+    let page = READ_PAGE as u64;
+    b.wrote(b.unwritten().len());
+    b.received(history(50, 2..=2 + page).as_bytes(), later)
+        .unwrap();
+    assert_eq!(delivered(&mut b), (3..=2 + page).collect::<Vec<_>>());
+    // The read goes on past the event held before, to Redis's last seq.
+    let asked = String::from_utf8_lossy(b.unwritten()).into_owned();
+    assert!(
+        asked.contains(&format!("{{ps}}:h:t\r\n$1\r\nt\r\n$2\r\n{}\r\n", 2 + page)),
+        "{asked:?}"
+    );
+    b.received(history(50, 2 + page..=50).as_bytes(), later)
+        .unwrap();
+    assert_eq!(delivered(&mut b), (3 + page..=50).collect::<Vec<_>>());
+}

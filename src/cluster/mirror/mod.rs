@@ -127,6 +127,15 @@ impl Mirror {
         &self.epoch
     }
 
+    /// The connection the channel came on is gone: a fetch out is lost with it, and events held
+    /// past a gap say nothing of what comes after them any more (what was published while away
+    /// comes on no channel), so they are dropped; the read after the reconnect, which comes
+    /// before anything else of this topic is delivered, asks history for all of it.
+    pub fn connection_lost(&mut self) {
+        self.held.clear();
+        self.fetching = Some(self.last);
+    }
+
     /// History is about to be read because events may have been missed (after a reconnect),
     /// with `last` the topic's last seq in Redis: the next [`Mirror::filled`] takes it, and
     /// what it lacks up to `last` (or up to the first event held, which did arrive) is lost.

@@ -148,6 +148,41 @@ fn a_fill_read_in_pages_delivers_each_and_releases_the_held_after_the_last() {
 }
 
 #[test]
+fn a_connection_lost_during_a_fill_reads_everything_missed_after_the_reconnect() {
+    let mut m = Mirror::new(b"e", 2, 10);
+    let page = |seqs: std::ops::RangeInclusive<u64>| -> Vec<(u64, &'static [u8])> {
+        seqs.map(|s| (s, &b"{}"[..])).collect()
+    };
+    // 3..=6 missed, 7 and 8 held while the gap is read; the connection goes before the reply.
+    assert_eq!(
+        m.on_message(&event("e", 7)),
+        [Step::Fetch { after: 2, until: 6 }]
+    );
+    assert_eq!(m.on_message(&event("e", 8)), []);
+    m.connection_lost();
+    // 9..=20 were published while away, and nothing after: no channel brings them, so the
+    // read after the reconnect must go on to the last seq Redis has, past the held.
+    m.expect(20);
+    let steps = m.filled_page(b"e", &page(3..=10), true);
+    assert_eq!(delivered(&steps), (3..=10).collect::<Vec<_>>());
+    assert_eq!(
+        steps.last(),
+        Some(&Step::Fetch {
+            after: 10,
+            until: 20
+        })
+    );
+    let steps = m.filled_page(b"e", &page(11..=20), false);
+    assert_eq!(delivered(&steps), (11..=20).collect::<Vec<_>>());
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::Reset { .. })),
+        "{steps:?}"
+    );
+    // What arrives on the new connection follows on.
+    assert_eq!(delivered(&m.on_message(&event("e", 21))), [21]);
+}
+
+#[test]
 fn held_events_are_bounded_and_deletion_comes_after_the_last_event() {
     let mut m = Mirror::new(b"e", 0, 2);
     m.on_message(&event("e", 3));
