@@ -313,4 +313,6 @@ impl Mirror {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
