@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::net::SocketAddr;
 
-use common::cluster::{events, health, http, instances, publish_many, seqs, until_seq};
+use common::cluster::{
+    events, health, http, instances, kill_client, publish_many, seqs, until_seq,
+};
 use common::redis::Redis;
 use common::{wait_until, Ws};
 use serde_json::{json, Value};
@@ -359,20 +361,6 @@ fn send_and_read(s: &mut Socket, msg: &str) -> Option<String> {
             return Some(t.to_string());
         }
     }
-}
-
-/// `CLIENT KILL` of the connection named `name`, found in `CLIENT LIST`.
-fn kill_client(control: &mut common::redis::RedisConn, name: &str) {
-    let list = control.call(&[b"CLIENT", b"LIST"]);
-    let list = String::from_utf8(list.as_bytes().unwrap().to_vec()).unwrap();
-    let id = list
-        .lines()
-        .find(|l| l.split(' ').any(|f| f == format!("name={name}")))
-        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .unwrap_or_else(|| panic!("{name} not in {list}"))
-        .to_string();
-    let killed = control.call(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]);
-    assert_eq!(killed, pubsub::resp::Value::Integer(1));
 }
 
 #[test]

@@ -1,11 +1,13 @@
-//! Cluster mode when Redis comes back with older data than the instances saw (an RDB snapshot,
-//! or AOF `everysec` after a crash): a topic's seqs went back under its epoch. The instances
-//! that saw the lost events find it and give the topic a new epoch, so no subscriber takes a
-//! reused seq for the event it had, and no resume is answered from the wrong events.
+//! Cluster mode when a topic cannot go on where its subscribers were. Redis came back with
+//! older data than the instances saw (an RDB snapshot, or AOF `everysec` after a crash): a
+//! topic's seqs went back under its epoch. The instances that saw the lost events find it and
+//! give the topic a new epoch, so no subscriber takes a reused seq for the event it had, and no
+//! resume is answered from the wrong events. Or events an instance missed are no longer in the
+//! history: its subscribers are told they are lost, never left with a silent gap.
 
 mod common;
 
-use common::cluster::{health, instance, instances, publish_many};
+use common::cluster::{health, instance, instances, kill_client, publish_many};
 use common::redis::Redis;
 use common::{wait_until, Ws};
 use serde_json::{json, Value};
@@ -141,4 +143,46 @@ fn another_event_at_an_instance_last_seq_is_found_even_when_redis_got_past_it() 
             .collect();
         assert_eq!(got, want);
     }
+}
+
+#[test]
+fn events_published_while_an_instance_was_away_and_trimmed_since_are_told_as_lost() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes = instances(&redis, 2, &[("TOPIC_HISTORY_SIZE", "5")]);
+    nodes[0].create_topic("g");
+    let mut sub = nodes[1].ws();
+    let epoch = sub.subscribe("g")["epoch"].as_str().unwrap().to_string();
+    publish_many(nodes[0].addr, "g", 3, "seen");
+    assert_eq!(events_until(&mut sub, 3).len(), 3);
+    // The subscriber's instance stops, and its connection to Redis is cut meanwhile: what is
+    // published then reaches it only from history, which keeps the last five of 50.
+    let pid = nodes[1].child.id().to_string();
+    let signal = |name: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok);
+    };
+    signal("STOP");
+    kill_client(&mut redis.connect(), "pubsub-i1");
+    publish_many(nodes[0].addr, "g", 47, "away");
+    signal("CONT");
+    // Told, under the same epoch and from where the subscriber was; then what history holds.
+    let notice = sub.recv();
+    assert_eq!(
+        (
+            &notice["type"],
+            &notice["msg"],
+            &notice["epoch"],
+            &notice["seq"]
+        ),
+        (&json!("info"), &json!("reset"), &json!(epoch), &json!(3)),
+        "{notice}"
+    );
+    let kept: Vec<u64> = events_until(&mut sub, 50).iter().map(|e| e.0).collect();
+    assert_eq!(kept, [46, 47, 48, 49, 50]);
+    wait_until("back in step", || health(&nodes[1]).0 == 200);
+    assert_eq!(publish_many(nodes[0].addr, "g", 1, "next"), [51]);
+    assert_eq!(events_until(&mut sub, 51), [(51, "next".to_string())]);
 }

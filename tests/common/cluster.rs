@@ -88,3 +88,17 @@ pub fn until_seq(ws: &mut Ws, last: u64) -> (Vec<u64>, Vec<Value>) {
     }
     (seen, notices)
 }
+
+/// `CLIENT KILL` of the connection named `name`, found in `CLIENT LIST`.
+pub fn kill_client(control: &mut super::redis::RedisConn, name: &str) {
+    let list = control.call(&[b"CLIENT", b"LIST"]);
+    let list = String::from_utf8(list.as_bytes().unwrap().to_vec()).unwrap();
+    let id = list
+        .lines()
+        .find(|l| l.split(' ').any(|f| f == format!("name={name}")))
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .unwrap_or_else(|| panic!("{name} not in {list}"))
+        .to_string();
+    let killed = control.call(&[b"CLIENT", b"KILL", b"ID", id.as_bytes()]);
+    assert_eq!(killed, pubsub::resp::Value::Integer(1));
+}

@@ -282,6 +282,20 @@ impl<T> Backplane<T> {
         }
     }
 
+    /// The mirror's reset: under the epoch the subscribers know, events were lost for good,
+    /// which is told every time; under another, the topic goes on as that (told once).
+    fn reset(&mut self, topic: &str, epoch: &str) {
+        let lost = self.topics.get(topic).is_some_and(|f| f.epoch == epoch);
+        if lost {
+            self.events.push_back(Event::Reset {
+                topic: topic.to_string(),
+                epoch: epoch.to_string(),
+            });
+        } else {
+            self.tell_reset(topic, epoch);
+        }
+    }
+
     fn forget(&mut self, topic: &str) {
         self.topics.remove(topic);
         self.events.push_back(Event::TopicDeleted {
@@ -371,9 +385,7 @@ impl<T> Backplane<T> {
                     self.counters.gaps_fetched += 1;
                     self.read(topic, after, now);
                 }
-                Step::Reset { epoch } => {
-                    self.tell_reset(topic, &String::from_utf8_lossy(&epoch));
-                }
+                Step::Reset { epoch } => self.reset(topic, &String::from_utf8_lossy(&epoch)),
                 Step::Deleted => self.forget(topic),
             }
         }

@@ -422,4 +422,6 @@ impl<T> Backplane<T> {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;

@@ -14,11 +14,15 @@ pub(super) fn booted(now: Instant) -> Backplane<u32> {
 }
 
 pub(super) fn backplane() -> Backplane<u32> {
+    backplane_with(100, 10)
+}
+
+pub(super) fn backplane_with(history_size: usize, max_held: usize) -> Backplane<u32> {
     let settings = Settings {
         max_topics: 10,
-        history_size: 100,
+        history_size,
         history_bytes: 1 << 20,
-        max_held: 10,
+        max_held,
         link: LinkLimits::default(),
     };
     Backplane::new(
