@@ -81,7 +81,9 @@ impl<T> Backplane<T> {
             return;
         };
         if self.boot.as_ref().is_some_and(|old| *old != boot) {
-            self.counters.data_lost += 1;
+            if self.recreating.as_ref() != Some(&boot) {
+                self.counters.data_lost += 1;
+            }
             let suffix = String::from_utf8_lossy(&boot[..boot.len().min(8)]).into_owned();
             let known: Vec<(String, String)> = self
                 .topics
@@ -98,14 +100,20 @@ impl<T> Backplane<T> {
                 let call = Call::new(Script::Create, &k, &argv);
                 self.link.send_forced(Pending::Recreate, call.parts(), now);
             }
+            self.recreating = Some(boot);
+        } else {
+            self.boot = Some(boot);
         }
-        self.boot = Some(boot);
         self.read_registry(now);
     }
 
     /// The topics Redis holds: follow those not followed, forget those gone, and read each
     /// one's history (all of it for a new one, what was missed for one followed before).
     fn on_registry(&mut self, value: Value, now: Instant) {
+        // Every topic was created again before this reply (replies come in order).
+        if let Some(boot) = self.recreating.take() {
+            self.boot = Some(boot);
+        }
         let listed: HashMap<String, String> = pairs(value)
             .into_iter()
             .filter_map(|(k, v)| Some((text(&k)?, text(&v)?)))

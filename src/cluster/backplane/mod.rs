@@ -194,6 +194,9 @@ pub struct Backplane<T> {
     connected_before: bool,
     /// The data set's identity as last seen.
     boot: Option<Vec<u8>>,
+    /// A new identity whose topics are being created again: it becomes `boot` once the
+    /// registry is read after them, so a connection lost before that does it all again.
+    recreating: Option<Vec<u8>>,
     /// History reads waiting for one of the `READS_OUT` places, and those out.
     reads_waiting: VecDeque<(String, u64)>,
     reads_out: usize,
@@ -240,6 +243,7 @@ impl<T> Backplane<T> {
             last_activity: now,
             connected_before: false,
             boot: None,
+            recreating: None,
             reads_waiting: VecDeque::new(),
             reads_out: 0,
             name: None,

@@ -92,7 +92,7 @@ fn a_connection_starts_with_its_credentials_database_scripts_and_subscriptions()
 }
 
 /// A history read's reply: topic `t` under `e1`, Redis's last seq, and the entries `seqs`.
-fn history(last: u64, seqs: std::ops::RangeInclusive<u64>) -> String {
+fn history(last: u64, seqs: impl Iterator<Item = u64>) -> String {
     let entries: Vec<String> = seqs
         .map(|seq| {
             let id = format!("{seq}-0");
@@ -153,4 +153,30 @@ fn a_connection_lost_while_a_gap_was_read_reads_all_that_was_missed_when_back() 
     b.received(history(50, 2 + page..=50).as_bytes(), later)
         .unwrap();
     assert_eq!(delivered(&mut b), (3 + page..=50).collect::<Vec<_>>());
+}
+
+#[test]
+fn topics_made_again_after_a_data_loss_are_made_again_when_the_connection_went_first() {
+    let now = Instant::now();
+    let mut b = booted(now);
+    b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
+    b.received(history(0, std::iter::empty()).as_bytes(), now)
+        .unwrap();
+    let back = |b: &mut Backplane<u32>, at: Instant| {
+        b.connection_lost(at);
+        b.connected(at);
+        b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), at)
+            .unwrap();
+        b.wrote(b.unwritten().len());
+        // Redis restarted empty: another data set's identity.
+        b.received(b"$8\r\nwxyz1234\r\n", at).unwrap();
+        String::from_utf8_lossy(b.unwritten()).into_owned()
+    };
+    let later = now + Duration::from_secs(1);
+    assert!(back(&mut b, later).contains("e1.wxyz1234"));
+    // Gone again before the creation was answered: the identity is the one seen last time,
+    // but t was not made again yet.
+    let asked = back(&mut b, later + Duration::from_secs(1));
+    assert!(asked.contains("e1.wxyz1234"), "{asked:?}");
+    assert_eq!(b.counters().data_lost, 1, "one loss");
 }
