@@ -4,8 +4,9 @@
 //! bytes arrive in random pieces, and the connection is lost and made again. For every topic a
 //! subscriber sees seqs in increasing order within an epoch, a skipped one or a new epoch only
 //! after a reset, none told lost while history holds them; at every quiet moment the instance
-//! holds exactly the topics Redis holds, each at its epoch and last seq; every publish is
-//! answered once, with what the script gave its message id.
+//! holds exactly the topics Redis holds, each at its epoch and last seq; every publish, create
+//! and delete of its own is answered once, with what the script gave it, and `Unavailable` only
+//! when the connection was lost after it was taken.
 
 mod redis;
 
@@ -34,12 +35,19 @@ struct Observed {
     asked: HashMap<u32, (usize, String)>,
     /// Message ids answered Unavailable, which the model's client retries.
     retry: Vec<(usize, String)>,
+    /// Creates and deletes asked and not yet answered: ticket → (topic, the epoch a create
+    /// asks for, or `None` for a delete).
+    changes: HashMap<u32, (usize, Option<String>)>,
+    /// Connections lost so far, and for each request asked while the backplane took requests,
+    /// how many had been lost then: `Unavailable` for it means one was lost since.
+    losses: u64,
+    taken: HashMap<u32, u64>,
     /// Whether other instances delete topics in this run.
     churn: bool,
 }
 
 impl Observed {
-    fn take(&mut self, b: &mut Backplane<u32>, redis: &Redis, seed: u64) {
+    fn take(&mut self, b: &mut Backplane<u32>, redis: &mut Redis, seed: u64) {
         while let Some(e) = b.next_event() {
             match e {
                 Event::Deliver { topic, seq, .. } => {
@@ -81,7 +89,35 @@ impl Observed {
                     assert!(self.churn, "seed {seed}: {name} told deleted");
                     self.topics[index(&name)] = Seen::default();
                 }
+                Event::Answer {
+                    ticket,
+                    outcome: Outcome::Unavailable,
+                } if self.taken.get(&ticket).is_some_and(|&l| l == self.losses) => {
+                    panic!("seed {seed}: ticket {ticket} unavailable with Redis there");
+                }
+                Event::Answer { ticket, outcome } if self.changes.contains_key(&ticket) => {
+                    self.taken.remove(&ticket);
+                    let (topic, epoch) = self.changes.remove(&ticket).unwrap();
+                    match (epoch, outcome) {
+                        (_, Outcome::Unavailable) => {}
+                        (Some(asked), Outcome::Created { epoch }) => {
+                            assert_eq!(epoch, asked, "seed {seed}");
+                            assert_eq!(redis.made.get(&asked), Some(&true), "seed {seed}");
+                        }
+                        (Some(asked), Outcome::Exists) => {
+                            assert_eq!(redis.made.get(&asked), Some(&false), "seed {seed}");
+                        }
+                        (None, outcome @ (Outcome::Deleted | Outcome::NotFound)) => {
+                            // Deletes are answered in the order Redis ran them.
+                            let (t, found) = redis.conn.unmade.pop_front().expect("a delete ran");
+                            assert_eq!(t, topic, "seed {seed}");
+                            assert_eq!(found, outcome == Outcome::Deleted, "seed {seed}");
+                        }
+                        (asked, other) => panic!("seed {seed}: {asked:?} {other:?}"),
+                    }
+                }
                 Event::Answer { ticket, outcome } => {
+                    self.taken.remove(&ticket);
                     let (topic, id) = self
                         .asked
                         .remove(&ticket)
@@ -103,6 +139,13 @@ impl Observed {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A request about to be asked: whether the backplane takes it.
+    fn ask(&mut self, ticket: u32, b: &Backplane<u32>) {
+        if b.has_room() {
+            self.taken.insert(ticket, self.losses);
         }
     }
 
@@ -164,7 +207,8 @@ fn run(seed: u64, retained: u64, max_held: usize, faults: Faults) -> usize {
         if quiet {
             seen.in_step(&redis, seed);
         }
-        if published >= PUBLISHES && quiet && seen.asked.is_empty() && seen.retry.is_empty() {
+        let answered = seen.asked.is_empty() && seen.retry.is_empty() && seen.changes.is_empty();
+        if published >= PUBLISHES && quiet && answered {
             break;
         }
         let t = rng.below(TOPICS as u64) as usize;
@@ -186,6 +230,7 @@ fn run(seed: u64, retained: u64, max_held: usize, faults: Faults) -> usize {
                 };
                 tickets += 1;
                 seen.asked.insert(tickets, (t, id.clone()));
+                seen.ask(tickets, &b);
                 b.publish(tickets, &name(t), &id, b"{".to_vec(), b"}".to_vec(), now);
             }
             4..=7 if connected => {
@@ -209,6 +254,7 @@ fn run(seed: u64, retained: u64, max_held: usize, faults: Faults) -> usize {
             13 if connected && rng.below(6) == 0 => {
                 b.connection_lost(now);
                 connected = false;
+                seen.losses += 1;
                 redis.conn = redis::Connection::new();
             }
             14 if faults.churn && rng.below(24) == 0 => redis.delete(t),
@@ -226,6 +272,7 @@ fn run(seed: u64, retained: u64, max_held: usize, faults: Faults) -> usize {
                 if connected {
                     b.connection_lost(now);
                     connected = false;
+                    seen.losses += 1;
                 }
             }
             // Another instance, back after the restart, creates again a topic it followed.
@@ -234,6 +281,20 @@ fn run(seed: u64, retained: u64, max_held: usize, faults: Faults) -> usize {
                 if let Some(again) = redis.recreated_epoch(&epoch) {
                     redis.create(t, Some(again));
                 }
+            }
+            // This instance creates or deletes a topic (a REST request).
+            18 if faults.churn && rng.below(8) == 0 => {
+                tickets += 1;
+                let epoch = format!("own-e{tickets}");
+                seen.changes.insert(tickets, (t, Some(epoch.clone())));
+                seen.ask(tickets, &b);
+                b.create(tickets, &name(t), &epoch, now);
+            }
+            19 if faults.churn && rng.below(32) == 0 => {
+                tickets += 1;
+                seen.changes.insert(tickets, (t, None));
+                seen.ask(tickets, &b);
+                b.delete(tickets, &name(t), now);
             }
             _ => {}
         }
@@ -245,7 +306,7 @@ fn run(seed: u64, retained: u64, max_held: usize, faults: Faults) -> usize {
             b.connected(now);
             connected = true;
         }
-        seen.take(&mut b, &redis, seed);
+        seen.take(&mut b, &mut redis, seed);
     }
     seen.resets
 }

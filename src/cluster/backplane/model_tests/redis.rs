@@ -62,6 +62,8 @@ pub struct Connection {
     pub wire: Vec<u8>,
     /// Commands written and not yet run.
     pub commands: VecDeque<Vec<Vec<u8>>>,
+    /// The deletes run whose replies were sent, in order: the topic, and whether it was found.
+    pub unmade: VecDeque<(usize, bool)>,
     decoder: Decoder,
     unparsed: Vec<u8>,
 }
@@ -73,6 +75,7 @@ impl Connection {
             channels: false,
             wire: Vec::new(),
             commands: VecDeque::new(),
+            unmade: VecDeque::new(),
             decoder: Decoder::new(resp::Limits::default()),
             unparsed: Vec::new(),
         }
@@ -94,6 +97,9 @@ pub struct Redis {
     epochs_made: u64,
     /// What the last run of a publish script answered for each message id.
     pub given: HashMap<String, i64>,
+    /// Whether this instance's create asking for each epoch made the topic.
+    pub made: HashMap<String, bool>,
+
     pub conn: Connection,
 }
 
@@ -111,6 +117,7 @@ impl Redis {
             boot: Some("0123456789abcdef".to_string()),
             epochs_made: 1,
             given: HashMap::new(),
+            made: HashMap::new(),
             conn: Connection::new(),
         }
     }
@@ -251,10 +258,25 @@ impl Redis {
             // CREATE: four keys, <topic> <epoch> <max topics>.
             ("EVALSHA", Some("4"), 10) => {
                 let epoch = text(&c[8]);
-                if self.create(index(&text(&c[7])), Some(epoch.clone())) {
+                let made = self.create(index(&text(&c[7])), Some(epoch.clone()));
+                self.made.insert(epoch.clone(), made);
+                if made {
                     Value::Array(vec![Value::Integer(1), bulk(epoch)])
                 } else {
                     Value::Array(vec![Value::Integer(0), bulk("exists")])
+                }
+            }
+            // DELETE: four keys, <topic> <channel>.
+            ("EVALSHA", Some("4"), 9) => {
+                let t = index(&text(&c[7]));
+                let found = self.streams[t].exists;
+                self.conn.unmade.push_back((t, found));
+                if found {
+                    let epoch = self.streams[t].epoch.clone();
+                    self.delete(t);
+                    Value::Array(vec![Value::Integer(1), bulk(epoch)])
+                } else {
+                    Value::Array(vec![Value::Integer(0)])
                 }
             }
             // PUBLISH: four keys, <topic> <size> <bytes> <channel>, then <id> <head> <tail>...
