@@ -144,9 +144,14 @@ impl<T> Backplane<T> {
                     let last = m.last();
                     self.read(&name, last, now);
                 }
+                None if followed.renewing && followed.epoch == epoch => {
+                    // Its renewal was lost with the connection: its seqs still went back.
+                    self.renew(&name, &epoch, now);
+                }
                 _ => {
                     // Another incarnation, or one whose read from the start was lost with the
                     // connection: read from the start, under the epoch its subscribers are told.
+                    followed.renewing = false;
                     followed.mirror = None;
                     self.tell_reset(&name, &epoch);
                     self.read(&name, 0, now);
@@ -233,6 +238,7 @@ impl<T> Backplane<T> {
                 // subscribers are told once Redis has it.
                 self.counters.renewed += 1;
                 followed.mirror = None;
+                followed.renewing = true;
                 self.renew(topic, &epoch, now);
             }
             Some(mirror) => {
@@ -271,6 +277,7 @@ impl<T> Backplane<T> {
     fn start_over(&mut self, topic: &str, epoch: String, now: Instant) {
         if let Some(followed) = self.topics.get_mut(topic) {
             followed.mirror = None;
+            followed.renewing = false;
         }
         self.tell_reset(topic, &epoch);
         self.read(topic, 0, now);

@@ -145,6 +145,9 @@ struct Followed {
     /// The epoch its subscribers were last told (created as, or `reset` to): a renewal seen
     /// twice (on the channel, then in the registry) is told once.
     epoch: String,
+    /// Its seqs went back under `epoch` (Redis restored older data) and a new epoch is owed:
+    /// asked for again if the connection goes before Redis answers.
+    renewing: bool,
 }
 
 impl Followed {
@@ -153,6 +156,7 @@ impl Followed {
         Followed {
             mirror: None,
             epoch: epoch.to_string(),
+            renewing: false,
         }
     }
 }

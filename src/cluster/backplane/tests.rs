@@ -180,3 +180,36 @@ fn topics_made_again_after_a_data_loss_are_made_again_when_the_connection_went_f
     assert!(asked.contains("e1.wxyz1234"), "{asked:?}");
     assert_eq!(b.counters().data_lost, 1, "one loss");
 }
+
+#[test]
+fn a_renewal_lost_with_the_connection_is_asked_for_again() {
+    let now = Instant::now();
+    let mut b = booted(now);
+    b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
+    b.received(history(5, 1..=5).as_bytes(), now).unwrap();
+    let back = |b: &mut Backplane<u32>, at: Instant| {
+        b.connection_lost(at);
+        b.connected(at);
+        b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), at)
+            .unwrap();
+        b.received(b"$4\r\nabcd\r\n", at).unwrap();
+        b.wrote(b.unwritten().len());
+        b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", at).unwrap();
+        String::from_utf8_lossy(b.unwritten()).into_owned()
+    };
+    let later = now + Duration::from_secs(1);
+    back(&mut b, later);
+    // Redis came back from older data: seq 2 under the same epoch. A new epoch is asked for.
+    b.wrote(b.unwritten().len());
+    b.received(history(2, 2..=2).as_bytes(), later).unwrap();
+    let renew = String::from_utf8_lossy(b.unwritten()).into_owned();
+    assert!(renew.contains("$2\r\ne1\r\n$11\r\ne1."), "{renew:?}");
+    while b.next_event().is_some() {}
+    // Gone before the answer: the registry still says e1, and the seqs still went back.
+    let asked = back(&mut b, later + Duration::from_secs(1));
+    assert!(asked.contains("$2\r\ne1\r\n$11\r\ne1."), "{asked:?}");
+    assert!(
+        std::iter::from_fn(|| b.next_event()).all(|e| !matches!(e, Event::Deliver { .. })),
+        "nothing delivered under the old epoch"
+    );
+}

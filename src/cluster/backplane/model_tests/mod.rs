@@ -24,6 +24,8 @@ struct Seen {
     /// Until the first event: a topic first followed starts at the oldest event Redis kept.
     started: bool,
     reset_pending: bool,
+    /// The JSON of the event delivered as `last`.
+    body: Vec<u8>,
 }
 
 /// What the instance's side observed.
@@ -50,7 +52,7 @@ impl Observed {
     fn take(&mut self, b: &mut Backplane<u32>, redis: &mut Redis, seed: u64) {
         while let Some(e) = b.next_event() {
             match e {
-                Event::Deliver { topic, seq, .. } => {
+                Event::Deliver { topic, seq, event } => {
                     let seen = &mut self.topics[index(&topic)];
                     assert!(seen.epoch.is_some(), "seed {seed}: {topic} {seq} not held");
                     assert!(
@@ -64,6 +66,7 @@ impl Observed {
                         seen.last
                     );
                     seen.last = seq;
+                    seen.body = event;
                     seen.started = true;
                     seen.reset_pending = false;
                 }
@@ -158,6 +161,13 @@ impl Observed {
                     (Some(stream.epoch.as_str()), stream.last),
                     "seed {seed}: t{t} not in step"
                 );
+                if seen.last > 0 {
+                    let body = stream.bodies[seen.last as usize - 1].as_bytes();
+                    assert_eq!(
+                        seen.body, body,
+                        "seed {seed}: t{t} another event at its seq"
+                    );
+                }
             } else {
                 assert_eq!(seen.epoch, None, "seed {seed}: t{t} is gone");
             }
@@ -172,6 +182,8 @@ struct Faults {
     churn: bool,
     /// Redis restarted without persistence.
     restarts: bool,
+    /// Redis restarted from a snapshot taken earlier.
+    restores: bool,
 }
 
 /// One run with `retained` events kept by Redis and `max_held` by the instance; the resets
@@ -212,7 +224,7 @@ fn run(seed: u64, retained: u64, max_held: usize, faults: Faults) -> usize {
             break;
         }
         let t = rng.below(TOPICS as u64) as usize;
-        match rng.below(20) {
+        match rng.below(22) {
             // Another instance publishes.
             0 | 1 if published < PUBLISHES => {
                 published += 1;
@@ -296,6 +308,16 @@ fn run(seed: u64, retained: u64, max_held: usize, faults: Faults) -> usize {
                 seen.ask(tickets, &b);
                 b.delete(tickets, &name(t), now);
             }
+            20 if faults.restores && rng.below(100) == 0 => redis.save(),
+            21 if faults.restores && rng.below(200) == 0 => {
+                // Only once a snapshot was taken: the restart drops the connection.
+                let restarted = redis.restored();
+                if restarted && connected {
+                    b.connection_lost(now);
+                    connected = false;
+                    seen.losses += 1;
+                }
+            }
             _ => {}
         }
         // Not at every turn: a tick sends the publishes gathered since, a batch per topic.
@@ -314,6 +336,7 @@ fn run(seed: u64, retained: u64, max_held: usize, faults: Faults) -> usize {
 const CALM: Faults = Faults {
     churn: false,
     restarts: false,
+    restores: false,
 };
 
 #[test]
@@ -336,8 +359,8 @@ fn with_history_trimmed_and_few_held_what_is_lost_is_told_and_the_rest_goes_on()
 #[test]
 fn redis_restarted_empty_gives_every_topic_followed_a_new_epoch_never_a_deletion() {
     let faults = Faults {
-        churn: false,
         restarts: true,
+        ..CALM
     };
     let resets: usize = (0..200).map(|seed| run(seed, 50, 20, faults)).sum();
     assert!(resets > 0, "no restart was told");
@@ -348,7 +371,18 @@ fn topics_deleted_and_created_again_and_redis_restarted_empty_are_followed() {
     let faults = Faults {
         churn: true,
         restarts: true,
+        restores: true,
     };
     let resets: usize = (0..200).map(|seed| run(seed, 50, 20, faults)).sum();
     assert!(resets > 0, "no restart was told");
+}
+
+#[test]
+fn redis_back_with_older_data_gives_the_topics_a_new_epoch_and_every_event_again() {
+    let faults = Faults {
+        restores: true,
+        ..CALM
+    };
+    let resets: usize = (0..200).map(|seed| run(seed, 50, 20, faults)).sum();
+    assert!(resets > 0, "no restore was told");
 }

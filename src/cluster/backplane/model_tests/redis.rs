@@ -52,6 +52,8 @@ pub struct Stream {
     /// Message id → seq, of every event of this incarnation (only those still retained count
     /// as duplicates).
     ids: HashMap<String, u64>,
+    /// Each event's JSON, by seq from 1: no two alike, so another event at a seq shows.
+    pub bodies: Vec<String>,
 }
 
 /// One connection: what it is subscribed to, and the bytes each way.
@@ -95,6 +97,9 @@ pub struct Redis {
     retained: u64,
     boot: Option<String>,
     epochs_made: u64,
+    events_made: u64,
+    /// What an RDB snapshot taken earlier holds: the topics and the data set's identity.
+    snapshot: Option<(Vec<Stream>, Option<String>)>,
     /// What the last run of a publish script answered for each message id.
     pub given: HashMap<String, i64>,
     /// Whether this instance's create asking for each epoch made the topic.
@@ -116,6 +121,8 @@ impl Redis {
             retained,
             boot: Some("0123456789abcdef".to_string()),
             epochs_made: 1,
+            events_made: 0,
+            snapshot: None,
             given: HashMap::new(),
             made: HashMap::new(),
             conn: Connection::new(),
@@ -153,13 +160,16 @@ impl Redis {
                 return -(seq as i64);
             }
         }
+        self.events_made += 1;
         let s = &mut self.streams[topic];
         s.last += 1;
         s.ids.insert(id, s.last);
+        let body = format!("{{\"n\":{}}}", self.events_made);
+        s.bodies.push(body.clone());
         let (seq, epoch) = (s.last, s.epoch.clone());
         if self.conn.channels {
             let channel = format!("{{ps}}:c:{}", name(topic));
-            let message = format!("{epoch}:{seq}:{{}}");
+            let message = format!("{epoch}:{seq}:{body}");
             self.conn
                 .push(&["pmessage", "{ps}:c:*", &channel, &message]);
         }
@@ -216,6 +226,23 @@ impl Redis {
         self.conn = Connection::new();
     }
 
+    /// A snapshot of everything, as `SAVE` writes it.
+    pub fn save(&mut self) {
+        self.snapshot = Some((self.streams.clone(), self.boot.clone()));
+    }
+
+    /// Redis restarted from the snapshot: the topics as they were then (same epochs, fewer or
+    /// other events), the connection gone. False when there is no snapshot.
+    pub fn restored(&mut self) -> bool {
+        let Some((streams, boot)) = self.snapshot.clone() else {
+            return false;
+        };
+        self.streams = streams;
+        self.boot = boot;
+        self.conn = Connection::new();
+        true
+    }
+
     /// The epoch an instance that followed `epoch` gives a topic it creates again after Redis
     /// lost its data (`follow::on_boot`).
     pub fn recreated_epoch(&self, epoch: &str) -> Option<String> {
@@ -255,6 +282,24 @@ impl Redis {
             ),
             // READ: <registry> <meta> <history>, <topic> <from> <count>.
             ("EVALSHA", Some("3"), 9) => self.read(index(&text(&c[6])), &c[7], &c[8]),
+            // RENEW: <registry> <meta> <history>, <topic> <epoch seen> <new epoch> <channel>.
+            ("EVALSHA", Some("3"), 10) => {
+                let t = index(&text(&c[6]));
+                let s = &mut self.streams[t];
+                if !s.exists {
+                    Value::Array(vec![Value::Integer(0)])
+                } else {
+                    if s.epoch == text(&c[7]) {
+                        s.epoch = text(&c[8]);
+                        if self.conn.channels {
+                            let marker = format!("{}:0:R", s.epoch);
+                            let channel = text(&c[9]);
+                            self.conn.push(&["pmessage", "{ps}:c:*", &channel, &marker]);
+                        }
+                    }
+                    Value::Array(vec![Value::Integer(1), bulk(&self.streams[t].epoch)])
+                }
+            }
             // CREATE: four keys, <topic> <epoch> <max topics>.
             ("EVALSHA", Some("4"), 10) => {
                 let epoch = text(&c[8]);
@@ -313,7 +358,8 @@ impl Redis {
         let entries = (from.max(self.oldest(t)).max(1)..=s.last)
             .take(count)
             .map(|seq| {
-                let fields = ["e", "{}", "i", "a"].iter().map(bulk).collect();
+                let body = &s.bodies[seq as usize - 1];
+                let fields = ["e", body, "i", "a"].iter().map(bulk).collect();
                 Value::Array(vec![bulk(format!("{seq}-0")), Value::Array(fields)])
             })
             .collect();
