@@ -7,4 +7,6 @@ pub mod link;
 pub mod lookup;
 pub mod mirror;
 pub mod scripts;
+#[cfg(test)]
+pub(crate) mod seeded;
 pub mod url;

@@ -7,23 +7,7 @@
 use std::collections::VecDeque;
 
 use super::*;
-
-/// splitmix64: a seeded sequence, so a failing run is replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn one_in(&mut self, n: u64) -> bool {
-        self.next() % n == 0
-    }
-}
+use crate::cluster::seeded::Rng;
 
 const PAGE: usize = 4;
 
@@ -150,7 +134,7 @@ fn run(seed: u64, retained: u64, max_held: usize) -> usize {
                 };
                 seen.take(steps, &mut asked, seed);
             }
-            6 if connected && rng.one_in(8) => {
+            6 if connected && rng.below(8) == 0 => {
                 connected = false;
                 wire.clear();
                 asked.clear();

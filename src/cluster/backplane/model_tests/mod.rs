@@ -12,9 +12,10 @@ mod redis;
 
 use std::collections::HashMap;
 
-use self::redis::{index, name, Redis, Rng, TOPICS};
+use self::redis::{index, name, Redis, TOPICS};
 use super::tests::backplane_with;
 use super::*;
+use crate::cluster::seeded::Rng;
 
 #[derive(Default, Clone)]
 struct Seen {

@@ -8,23 +8,6 @@ use std::collections::{HashMap, VecDeque};
 use super::super::Backplane;
 use crate::resp::{self, Decoder, Value};
 
-/// splitmix64: a seeded sequence, so a failing run is replayed from its seed.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn bulk(b: impl AsRef<[u8]>) -> Value {
     Value::Bulk(b.as_ref().to_vec())
 }
