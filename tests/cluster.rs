@@ -552,15 +552,7 @@ fn an_instance_that_falls_behind_redis_output_buffer_limit_is_cut_and_fills_the_
     let mut sub = nodes[1].ws();
     sub.subscribe("b");
     // The instance stops reading Redis: its output buffer grows past the limit.
-    let pid = nodes[1].child.id().to_string();
-    let signal = |name: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok);
-    };
-    signal("STOP");
+    nodes[1].signal("STOP");
     let pad = "y".repeat(4096);
     let mut publisher = nodes[0].ws();
     for i in 0..300 {
@@ -573,7 +565,7 @@ fn an_instance_that_falls_behind_redis_output_buffer_limit_is_cut_and_fills_the_
         let list = control.call(&[b"CLIENT", b"LIST"]);
         !String::from_utf8_lossy(list.as_bytes().unwrap()).contains("name=pubsub-i1")
     });
-    signal("CONT");
+    nodes[1].signal("CONT");
     // It reads the history a page at a time, never enough at once to be cut again.
     let (seen, notices) = until_seq(&mut sub, 300);
     assert!(notices.is_empty(), "{notices:?}");

@@ -156,18 +156,10 @@ fn events_published_while_an_instance_was_away_and_trimmed_since_are_told_as_los
     assert_eq!(events_until(&mut sub, 3).len(), 3);
     // The subscriber's instance stops, and its connection to Redis is cut meanwhile: what is
     // published then reaches it only from history, which keeps the last five of 50.
-    let pid = nodes[1].child.id().to_string();
-    let signal = |name: &str| {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok);
-    };
-    signal("STOP");
+    nodes[1].signal("STOP");
     kill_client(&mut redis.connect(), "pubsub-i1");
     publish_many(nodes[0].addr, "g", 47, "away");
-    signal("CONT");
+    nodes[1].signal("CONT");
     // Told, under the same epoch and from where the subscriber was; then what history holds.
     let notice = sub.recv();
     assert_eq!(

@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::Write;
-use std::process::Command;
 
 use common::*;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -232,11 +231,7 @@ fn shutdown_sends_close_1001() {
         ws.request(serde_json::json!({"type":"ping"}))["type"],
         "pong"
     );
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(server.child.id().to_string())
-        .status()
-        .unwrap();
+    server.signal("TERM");
     match ws.socket.read() {
         Ok(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Away),
         other => panic!("{other:?}"),

@@ -166,13 +166,19 @@ impl Server {
         }
     }
 
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        // SIGTERM through the `kill` command keeps the tests free of unsafe code.
-        Command::new("kill")
-            .arg("-TERM")
+    /// Sends a signal (`STOP`, `CONT`, `TERM`) to the server, through the `kill` command, which
+    /// keeps the tests free of unsafe code.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status()
-            .unwrap();
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} pubsub");
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -6,11 +6,24 @@ use super::*;
 /// reply is next.
 pub(super) fn booted(now: Instant) -> Backplane<u32> {
     let mut b = backplane();
-    b.connected(now);
-    b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), now)
-        .unwrap();
-    b.received(b"$4\r\nabcd\r\n", now).unwrap();
+    set_up(&mut b, now, "abcd");
     b
+}
+
+/// A connection made, its setup answered and the data set's identity read as `boot`: the
+/// registry's reply is next.
+fn set_up(b: &mut Backplane<u32>, at: Instant, boot: &str) {
+    b.connected(at);
+    b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), at)
+        .unwrap();
+    let boot = format!("${}\r\n{boot}\r\n", boot.len());
+    b.received(boot.as_bytes(), at).unwrap();
+}
+
+/// The connection lost and made again, as [`set_up`].
+fn reconnected(b: &mut Backplane<u32>, at: Instant, boot: &str) {
+    b.connection_lost(at);
+    set_up(b, at, boot);
 }
 
 pub(super) fn backplane() -> Backplane<u32> {
@@ -131,13 +144,9 @@ fn a_connection_lost_while_a_gap_was_read_reads_all_that_was_missed_when_back() 
     )
     .unwrap();
     assert_eq!(delivered(&mut b), [1, 2]);
-    b.connection_lost(now);
     // Back: 3..=50 are in Redis, published while away, and nothing after them.
     let later = now + Duration::from_secs(1);
-    b.connected(later);
-    b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), later)
-        .unwrap();
-    b.received(b"$4\r\nabcd\r\n", later).unwrap();
+    reconnected(&mut b, later, "abcd");
     b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", later).unwrap();
     let page = READ_PAGE as u64;
     b.wrote(b.unwritten().len());
@@ -162,14 +171,9 @@ fn topics_made_again_after_a_data_loss_are_made_again_when_the_connection_went_f
     b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
     b.received(history(0, std::iter::empty()).as_bytes(), now)
         .unwrap();
+    // Redis restarted empty: another data set's identity.
     let back = |b: &mut Backplane<u32>, at: Instant| {
-        b.connection_lost(at);
-        b.connected(at);
-        b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), at)
-            .unwrap();
-        b.wrote(b.unwritten().len());
-        // Redis restarted empty: another data set's identity.
-        b.received(b"$8\r\nwxyz1234\r\n", at).unwrap();
+        reconnected(b, at, "wxyz1234");
         String::from_utf8_lossy(b.unwritten()).into_owned()
     };
     let later = now + Duration::from_secs(1);
@@ -188,11 +192,7 @@ fn a_renewal_lost_with_the_connection_is_asked_for_again() {
     b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
     b.received(history(5, 1..=5).as_bytes(), now).unwrap();
     let back = |b: &mut Backplane<u32>, at: Instant| {
-        b.connection_lost(at);
-        b.connected(at);
-        b.received(&b"+OK\r\n".repeat(3 + scripts::ALL.len()), at)
-            .unwrap();
-        b.received(b"$4\r\nabcd\r\n", at).unwrap();
+        reconnected(b, at, "abcd");
         b.wrote(b.unwritten().len());
         b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", at).unwrap();
         String::from_utf8_lossy(b.unwritten()).into_owned()

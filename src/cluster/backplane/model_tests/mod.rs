@@ -334,6 +334,9 @@ fn run(seed: u64, retained: u64, max_held: usize, faults: Faults) -> usize {
     seen.resets
 }
 
+/// Runs of each test below.
+const SEEDS: u64 = 200;
+
 const CALM: Faults = Faults {
     churn: false,
     restarts: false,
@@ -342,7 +345,7 @@ const CALM: Faults = Faults {
 
 #[test]
 fn with_all_history_kept_every_event_is_delivered_once_in_order_whatever_is_lost() {
-    for seed in 0..200 {
+    for seed in 0..SEEDS {
         assert_eq!(
             run(seed, 10_000, 10_000, CALM),
             0,
@@ -353,7 +356,7 @@ fn with_all_history_kept_every_event_is_delivered_once_in_order_whatever_is_lost
 
 #[test]
 fn with_history_trimmed_and_few_held_what_is_lost_is_told_and_the_rest_goes_on() {
-    let resets: usize = (0..200).map(|seed| run(seed, 8, 3, CALM)).sum();
+    let resets: usize = (0..SEEDS).map(|seed| run(seed, 8, 3, CALM)).sum();
     assert!(resets > 0, "the bounds were never crossed");
 }
 
@@ -363,7 +366,7 @@ fn redis_restarted_empty_gives_every_topic_followed_a_new_epoch_never_a_deletion
         restarts: true,
         ..CALM
     };
-    let resets: usize = (0..200).map(|seed| run(seed, 50, 20, faults)).sum();
+    let resets: usize = (0..SEEDS).map(|seed| run(seed, 50, 20, faults)).sum();
     assert!(resets > 0, "no restart was told");
 }
 
@@ -374,7 +377,7 @@ fn topics_deleted_and_created_again_and_redis_restarted_empty_are_followed() {
         restarts: true,
         restores: true,
     };
-    let resets: usize = (0..200).map(|seed| run(seed, 50, 20, faults)).sum();
+    let resets: usize = (0..SEEDS).map(|seed| run(seed, 50, 20, faults)).sum();
     assert!(resets > 0, "no restart was told");
 }
 
@@ -384,6 +387,6 @@ fn redis_back_with_older_data_gives_the_topics_a_new_epoch_and_every_event_again
         restores: true,
         ..CALM
     };
-    let resets: usize = (0..200).map(|seed| run(seed, 50, 20, faults)).sum();
+    let resets: usize = (0..SEEDS).map(|seed| run(seed, 50, 20, faults)).sum();
     assert!(resets > 0, "no restore was told");
 }
