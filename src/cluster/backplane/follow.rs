@@ -409,7 +409,7 @@ impl<T> Backplane<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::booted;
+    use super::super::tests::{booted, REGISTRY_T};
     use super::*;
 
     fn entry(seq: u64) -> String {
@@ -424,7 +424,7 @@ mod tests {
         let now = Instant::now();
         let mut b = booted(now);
         // The registry: topic t, never followed, so its history is read from the start.
-        b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
+        b.received(REGISTRY_T, now).unwrap();
         let sent = String::from_utf8_lossy(b.unwritten()).into_owned();
         assert!(sent.contains("{ps}:h:t"), "{sent}");
         // The read's reply (events 1 and 2), and in the same bytes event 3, published after.
@@ -450,7 +450,7 @@ mod tests {
     fn a_renewal_seen_on_the_channel_and_then_in_the_registry_is_told_once() {
         let now = Instant::now();
         let mut b = booted(now);
-        b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
+        b.received(REGISTRY_T, now).unwrap();
         let read = format!("*4\r\n:1\r\n$2\r\ne1\r\n:1\r\n*1\r\n{}", entry(1));
         b.received(read.as_bytes(), now).unwrap();
         while b.next_event().is_some() {}

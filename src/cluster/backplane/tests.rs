@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The registry's reply: one topic, `t`, at epoch `e1`.
+pub(super) const REGISTRY_T: &[u8] = b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n";
+
 /// A backplane connected, its setup and the data set's identity answered: the registry's
 /// reply is next.
 pub(super) fn booted(now: Instant) -> Backplane<u32> {
@@ -135,7 +138,7 @@ fn delivered(b: &mut Backplane<u32>) -> Vec<u64> {
 fn a_connection_lost_while_a_gap_was_read_reads_all_that_was_missed_when_back() {
     let now = Instant::now();
     let mut b = booted(now);
-    b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
+    b.received(REGISTRY_T, now).unwrap();
     b.received(history(2, 1..=2).as_bytes(), now).unwrap();
     // Event 7 comes past a gap and is held while 3..=6 are read; the connection goes first.
     b.received(
@@ -147,7 +150,7 @@ fn a_connection_lost_while_a_gap_was_read_reads_all_that_was_missed_when_back() 
     // Back: 3..=50 are in Redis, published while away, and nothing after them.
     let later = now + Duration::from_secs(1);
     reconnected(&mut b, later, "abcd");
-    b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", later).unwrap();
+    b.received(REGISTRY_T, later).unwrap();
     let page = READ_PAGE as u64;
     b.wrote(b.unwritten().len());
     b.received(history(50, 2..=2 + page).as_bytes(), later)
@@ -168,7 +171,7 @@ fn a_connection_lost_while_a_gap_was_read_reads_all_that_was_missed_when_back() 
 fn topics_made_again_after_a_data_loss_are_made_again_when_the_connection_went_first() {
     let now = Instant::now();
     let mut b = booted(now);
-    b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
+    b.received(REGISTRY_T, now).unwrap();
     b.received(history(0, std::iter::empty()).as_bytes(), now)
         .unwrap();
     // Redis restarted empty: another data set's identity.
@@ -189,12 +192,12 @@ fn topics_made_again_after_a_data_loss_are_made_again_when_the_connection_went_f
 fn a_renewal_lost_with_the_connection_is_asked_for_again() {
     let now = Instant::now();
     let mut b = booted(now);
-    b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", now).unwrap();
+    b.received(REGISTRY_T, now).unwrap();
     b.received(history(5, 1..=5).as_bytes(), now).unwrap();
     let back = |b: &mut Backplane<u32>, at: Instant| {
         reconnected(b, at, "abcd");
         b.wrote(b.unwritten().len());
-        b.received(b"%1\r\n$1\r\nt\r\n$2\r\ne1\r\n", at).unwrap();
+        b.received(REGISTRY_T, at).unwrap();
         String::from_utf8_lossy(b.unwritten()).into_owned()
     };
     let later = now + Duration::from_secs(1);
