@@ -12,6 +12,10 @@ use mio::{Events, Interest, Poll, Token};
 use pubsub::ws::frame::{decode_header, encode_client_frame, OpCode, Role};
 
 use crate::measure::Latency;
+use crate::timer::Timer;
+
+/// The pacing timer's token: past any client's index.
+const TIMER: Token = Token(usize::MAX);
 
 const MASK: [u8; 4] = [0x5a, 0xa5, 0x3c, 0xc3];
 const UPGRADE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -99,6 +103,8 @@ pub struct Fleet {
     server: SocketAddr,
     /// Connections come from 127.<source>.0.2-9.
     pub source: u8,
+    /// Made on the first `wake_after`.
+    timer: Option<Timer>,
 }
 
 /// A publish message as a masked client frame; `t` is the send time in ns since `start`.
@@ -156,7 +162,17 @@ impl Fleet {
             payload_pad,
             server,
             source: 0,
+            timer: None,
         })
+    }
+
+    /// Makes the next `turn` return no later than `after` from now, to the microsecond, where
+    /// its own timeout would round up to a millisecond.
+    pub fn wake_after(&mut self, after: Duration) -> io::Result<()> {
+        if self.timer.is_none() {
+            self.timer = Some(Timer::new(self.poll.registry(), TIMER)?);
+        }
+        self.timer.as_ref().map_or(Ok(()), |timer| timer.arm(after))
     }
 
     /// Opens a connection from 127.0.0.(2 + i % 8) so ephemeral ports last.
@@ -284,12 +300,22 @@ impl Fleet {
         self.poll.poll(&mut self.events, Some(timeout))?;
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
-        ready.extend(self.events.iter().map(|e| Ready {
-            token: e.token().0,
-            readable: e.is_readable() || e.is_read_closed(),
-            read_closed: e.is_read_closed(),
-            writable: e.is_writable(),
-        }));
+        if self.events.iter().any(|e| e.token() == TIMER) {
+            if let Some(timer) = &self.timer {
+                timer.clear();
+            }
+        }
+        ready.extend(
+            self.events
+                .iter()
+                .filter(|e| e.token() != TIMER)
+                .map(|e| Ready {
+                    token: e.token().0,
+                    readable: e.is_readable() || e.is_read_closed(),
+                    read_closed: e.is_read_closed(),
+                    writable: e.is_writable(),
+                }),
+        );
         for r in &ready {
             if r.writable {
                 self.on_writable(r.token);

@@ -24,8 +24,8 @@ use serde_json::json;
 use crate::client::{client_frame, Fleet};
 use crate::measure::{ms, Latency};
 use crate::scenario::{
-    drive, lag_events_up_to, percentiles, publisher, run_rows, server_env, subscriber, Pace,
-    Report, Run,
+    drive, lag_events_up_to, percentiles, publisher, publishes_per_write, run_rows, server_env,
+    subscriber, Pace, Report, Run,
 };
 use crate::{noisy, Opts, Target};
 
@@ -267,6 +267,10 @@ pub fn cluster(opts: &Opts) -> Report {
     ));
     rows.push(("single_cpu_us_per_delivery", json!(single_cpu)));
     rows.push(("single_subscribers_same_fanout", json!(on_second)));
+    rows.push((
+        "single_same_fanout_publishes_per_write",
+        json!(publishes_per_write(&single_same_fanout)),
+    ));
     rows.push((
         "single_same_fanout_cpu_us_per_delivery",
         json!(same_fanout_cpu),

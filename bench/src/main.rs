@@ -10,6 +10,7 @@ mod noisy;
 mod report;
 mod scenario;
 mod sendcost;
+mod timer;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -81,6 +81,9 @@ pub(crate) struct Run {
     pub(crate) tool_cpu: Duration,
     pub(crate) publish_errors: u64,
     pub(crate) allocations: Option<u64>,
+    /// Rounds of the rate's pacing that sent publishes while measuring (zero for a window run):
+    /// with one publisher, each is one write, what a server finds at a wake.
+    pub(crate) publish_writes: u64,
 }
 
 /// Connects everything, waits for every subscription, warms up for a second, measures for
@@ -154,6 +157,7 @@ fn drive_watching(
     let (mut d0, mut p0, mut s0, mut t0, mut w0) =
         (0, 0, Duration::ZERO, Duration::ZERO, Instant::now());
     let mut sent_by_rate = 0u64;
+    let mut publish_writes = 0u64;
     loop {
         let now = Instant::now();
         if !measuring && now >= warm {
@@ -197,6 +201,7 @@ fn drive_watching(
                 let burst = burst.max(1);
                 let due = (now.duration_since(start).as_secs_f64() * per_sec as f64) as u64;
                 let due = due / burst * burst;
+                publish_writes += u64::from(measuring && sent_by_rate < due);
                 while sent_by_rate < due {
                     let p = publishers[sent_by_rate as usize % publishers.len()];
                     let topic = topic_of(fleet, p);
@@ -214,7 +219,15 @@ fn drive_watching(
                 busy_poll: true, ..
             } if measuring => Duration::ZERO,
             Pace::Rate { per_sec, burst, .. } => {
-                Duration::from_micros((1_000_000 * burst.max(1) / per_sec).clamp(10, 1000))
+                // Wake when the next burst is due, by the timer: a poll timeout alone would
+                // round the wait up to a millisecond.
+                let burst = burst.max(1);
+                let next =
+                    start + Duration::from_secs_f64((sent_by_rate + burst) as f64 / per_sec as f64);
+                fleet
+                    .wake_after(next.saturating_duration_since(Instant::now()))
+                    .expect("timer");
+                Duration::from_millis(10)
             }
         };
         fleet.turn(timeout).expect("poll");
@@ -263,6 +276,7 @@ fn drive_watching(
         tool_cpu,
         publish_errors,
         allocations,
+        publish_writes,
     }
 }
 
@@ -281,6 +295,11 @@ pub(crate) fn percentiles(latency: &Latency) -> Value {
         .map(|&q| json!([q, latency.quantile(q) as f64 / 1e6]))
         .collect();
     json!(points)
+}
+
+/// How many of the rate's publishes a write carried, on average, while measuring.
+pub(crate) fn publishes_per_write(run: &Run) -> f64 {
+    run.published as f64 / run.publish_writes.max(1) as f64
 }
 
 pub(crate) fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
@@ -304,6 +323,9 @@ pub(crate) fn run_rows(run: &Run, rows: &mut Vec<(&'static str, Value)>) {
     rows.push(("out_of_order", json!(run.out_of_order)));
     rows.push(("subscribers_cut", json!(run.cut)));
     rows.push(("publish_errors", json!(run.publish_errors)));
+    if run.publish_writes > 0 {
+        rows.push(("publishes_per_write", json!(publishes_per_write(run))));
+    }
     rows.push((
         "server_cpu_percent",
         json!(100.0 * run.server_cpu.as_secs_f64() / secs),
